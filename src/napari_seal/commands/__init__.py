@@ -1,0 +1,1 @@
+"""Sub-commands of ``napari-seal``: one module each (``add_parser`` + ``run``)."""
