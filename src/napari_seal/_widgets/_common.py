@@ -1,0 +1,112 @@
+"""Shared glue for the dock widgets: background jobs, progress, notifications, layers."""
+
+from typing import Any, Callable
+
+from napari.qt.threading import create_worker
+from napari.utils import progress as napari_progress
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from napari_seal.errors import SealError
+
+__all__ = ["Job", "add_or_update_layer", "notify_error", "show_info", "show_warning"]
+
+
+def notify_error(err: BaseException) -> None:
+    """Show a core error as a napari notification (fix-it text for SealError)."""
+    if isinstance(err, SealError):
+        show_error(str(err))
+    else:
+        show_error(f"napari-seal: unexpected {type(err).__name__}: {err}")
+
+
+def add_or_update_layer(viewer, data, kwargs: dict, layer_type: str):
+    """Add a layer, or update the image layer with the same name in place.
+
+    Images keep their layer (so switching genes only swaps data and contrast);
+    other layer types are replaced.
+    """
+    name = kwargs.get("name")
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        if layer_type == "image" and layer._type_string == "image":
+            layer.data = data
+            for key in ("colormap", "scale", "translate", "metadata"):
+                if key in kwargs:
+                    setattr(layer, key, kwargs[key])
+            return layer
+        viewer.layers.remove(name)
+    add = getattr(viewer, f"add_{layer_type}")
+    return add(data, **kwargs)
+
+
+class Job:
+    """Run a core generator in napari's thread worker with an activity-dock bar.
+
+    ``on_event`` receives every yielded event in the GUI thread, ``on_done`` the
+    generator's return value; errors become notifications. ``cancel()`` stops the
+    worker at its next yield (the core generator then checkpoints / cleans up).
+    """
+
+    def __init__(self, func: Callable, *args: Any, description: str,
+                 on_event: Callable | None = None, on_done: Callable | None = None,
+                 on_finished: Callable | None = None, **kwargs: Any) -> None:
+        self.worker = create_worker(func, *args, _start_thread=False, **kwargs)
+        self.pbar = napari_progress(total=0, desc=description)
+        self._on_event = on_event
+        self._on_done = on_done
+        self._on_finished = on_finished
+        self.error: BaseException | None = None
+        self.result: Any = None
+        self.worker.yielded.connect(self._yielded)
+        self.worker.returned.connect(self._returned)
+        self.worker.errored.connect(self._errored)
+        self.worker.finished.connect(self._finished)
+
+    def start(self) -> "Job":
+        self.worker.start()
+        return self
+
+    def cancel(self) -> None:
+        self.worker.quit()
+
+    @property
+    def running(self) -> bool:
+        return self.worker.is_running
+
+    def _yielded(self, event: Any) -> None:
+        total = getattr(event, "total", None)
+        done = getattr(event, "done", None)
+        if total and self.pbar.total != total:
+            self.pbar.total = total
+        if done is not None and total:
+            self.pbar.n = min(done, total)
+            self.pbar.refresh()
+        message = getattr(event, "message", "")
+        if message:
+            self.pbar.set_description(message[:60])
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def _returned(self, value: Any) -> None:
+        self.result = value
+        if self._on_done is not None:
+            self._on_done(value)
+
+    def _errored(self, err: BaseException) -> None:
+        self.error = err
+        notify_error(err)
+
+    def _finished(self) -> None:
+        self.pbar.close()
+        if self._on_finished is not None:
+            self._on_finished()
+
+
+def source_layers(viewer) -> list[tuple[str, str]]:
+    """(layer name, source path) of the slides/samples opened by napari-seal."""
+    out = []
+    for layer in viewer.layers:
+        meta = layer.metadata.get("napari_seal", {})
+        if meta.get("kind") == "slide" and meta.get("source"):
+            out.append((layer.name, meta["source"]))
+    return out

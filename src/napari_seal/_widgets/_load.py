@@ -1,0 +1,124 @@
+"""Load widget: a slide and an ST sample (or a HEST folder / the bundled sample)."""
+
+from pathlib import Path
+
+from qtpy.QtWidgets import (
+    QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+    QPushButton, QVBoxLayout, QWidget,
+)
+
+from napari_seal._widgets import _tooltips as tips
+from napari_seal._widgets._common import add_or_update_layer, notify_error, show_warning
+from napari_seal.errors import SealError
+
+
+def _path_row(tooltip: str, *, directory: bool) -> tuple[QWidget, QLineEdit]:
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    edit = QLineEdit()
+    edit.setToolTip(tooltip)
+    browse = QPushButton("…")
+    browse.setMaximumWidth(30)
+
+    def _browse() -> None:
+        if directory:
+            path = QFileDialog.getExistingDirectory(row, "Choose a folder")
+        else:
+            path, _ = QFileDialog.getOpenFileName(row, "Choose a file")
+        if path:
+            edit.setText(path)
+
+    browse.clicked.connect(_browse)
+    layout.addWidget(edit)
+    layout.addWidget(browse)
+    return row, edit
+
+
+class LoadWidget(QWidget):
+    """Open a slide + ST sample, show spots sized in um, summarise and check alignment."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.sample = None
+        self.alignment = None
+        form = QFormLayout()
+        slide_row, self.slide_edit = _path_row(tips.LOAD_SLIDE, directory=False)
+        st_row, self.st_edit = _path_row(tips.LOAD_ST, directory=True)
+        self.mpp_spin = QDoubleSpinBox()
+        self.mpp_spin.setRange(0.0, 100.0)
+        self.mpp_spin.setDecimals(4)
+        self.mpp_spin.setSpecialValueText("auto")
+        self.mpp_spin.setToolTip(tips.LOAD_MPP)
+        form.addRow("Slide", slide_row)
+        form.addRow("ST sample", st_row)
+        form.addRow("µm / px", self.mpp_spin)
+        self.open_button = QPushButton("Open")
+        self.bundled_button = QPushButton("Open bundled her2st sample")
+        self.bundled_button.setToolTip(tips.LOAD_BUNDLED)
+        self.summary = QLabel("Nothing loaded.")
+        self.summary.setWordWrap(True)
+        self.check = QLabel("")
+        self.check.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.open_button)
+        layout.addWidget(self.bundled_button)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.check)
+        layout.addStretch(1)
+        self.open_button.clicked.connect(self._on_open)
+        self.bundled_button.clicked.connect(self._on_bundled)
+
+    def _on_open(self) -> None:
+        from napari_seal.io.open import open_sample
+
+        slide = self.slide_edit.text().strip() or None
+        st = self.st_edit.text().strip() or None
+        mpp = self.mpp_spin.value() or None
+        try:
+            obj = open_sample(st=Path(st) if st else None,
+                              slide=Path(slide) if slide else None, mpp=mpp)
+        except SealError as err:
+            notify_error(err)
+            return
+        self._show(obj)
+
+    def _on_bundled(self) -> None:
+        from napari_seal.io.hest import bundled_sample_path
+
+        self.st_edit.setText(str(bundled_sample_path()))
+        self.slide_edit.setText("")
+        self._on_open()
+
+    def _show(self, obj) -> None:
+        from napari_seal.layers import sample_layers, slide_layer
+        from napari_seal.qc import check_alignment
+        from napari_seal.sample import SpatialSample
+
+        if not isinstance(obj, SpatialSample):
+            add_or_update_layer(self.viewer, *slide_layer(obj))
+            self.summary.setText(
+                f"Slide {obj.width_px} x {obj.height_px} px, {obj.n_levels} levels, "
+                f"{obj.mpp:.4f} µm/px ({obj.mpp_source})" if obj.mpp else "Slide"
+            )
+            self.check.setText("")
+            return
+        self.sample = obj
+        for data, kwargs, layer_type in sample_layers(obj):
+            add_or_update_layer(self.viewer, data, kwargs, layer_type)
+        self.viewer.reset_view()
+        self.summary.setText(
+            f"<b>{obj.name}</b>: {obj.n_spots} spots, {obj.n_genes} genes, "
+            f"{obj.mpp:.4f} µm/px ({obj.mpp_source}), spot diameter "
+            f"{obj.spot_diameter_um:g} µm"
+        )
+        try:
+            self.alignment = check_alignment(obj)
+        except SealError as err:
+            self.check.setText(f"Alignment check skipped: {err}")
+            return
+        self.check.setText(self.alignment.message)
+        if not self.alignment.ok:
+            show_warning(self.alignment.message)
