@@ -14,7 +14,9 @@ __all__ = [
     "EncoderMismatchError",
     "GeneQueryError",
     "MppUnknownError",
+    "NoTissueError",
     "OutputPathError",
+    "SchedulerError",
     "SealError",
     "SlideReadError",
     "SpatialDataError",
@@ -77,3 +79,11 @@ class GeneQueryError(BadInputError):
 
 class TrainingConfigError(BadInputError):
     """Training inputs or configuration cannot work (too few spots, bad preset...)."""
+
+
+class SchedulerError(SealError):
+    """A dask.distributed scheduler does not answer or was lost mid-run."""
+
+
+class NoTissueError(BadInputError):
+    """No tissue was found on a slide (the message says how to lower the threshold)."""
