@@ -44,3 +44,6 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep the slide cache of the test session out of the user's home."""
     if "NAPARI_SEAL_CACHE" not in os.environ:
         os.environ["NAPARI_SEAL_CACHE"] = str(tmp_path_factory.mktemp("slide-cache"))
+
+
+pytest_plugins = ["widget_fixtures"]

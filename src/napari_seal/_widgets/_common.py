@@ -39,6 +39,9 @@ def add_or_update_layer(viewer, data, kwargs: dict, layer_type: str):
     return add(data, **kwargs)
 
 
+_CANCELLED = object()
+
+
 class Job:
     """Run a core generator in napari's thread worker with an activity-dock bar.
 
@@ -50,28 +53,55 @@ class Job:
     def __init__(self, func: Callable, *args: Any, description: str,
                  on_event: Callable | None = None, on_done: Callable | None = None,
                  on_finished: Callable | None = None, **kwargs: Any) -> None:
-        self.worker = create_worker(func, *args, _start_thread=False, **kwargs)
+        self._cancel_requested = False
+        self.cancelled = False
+        # our own "errored" handler replaces superqt's default re-raise
+        self.worker = create_worker(self._drive, func, args, kwargs, _start_thread=False,
+                                    _connect={"errored": self._errored})
         self.pbar = napari_progress(total=0, desc=description)
         self._on_event = on_event
         self._on_done = on_done
         self._on_finished = on_finished
         self.error: BaseException | None = None
         self.result: Any = None
+        self._started = False
+        self._finished_flag = False
         self.worker.yielded.connect(self._yielded)
         self.worker.returned.connect(self._returned)
-        self.worker.errored.connect(self._errored)
         self.worker.finished.connect(self._finished)
 
     def start(self) -> "Job":
+        self._started = True
         self.worker.start()
         return self
 
+    def _drive(self, func, args, kwargs):
+        """Run ``func``'s generator in the worker thread; on cancel, close it there.
+
+        Closing raises GeneratorExit at the core generator's current ``yield``, so
+        its own cleanup (e.g. the trainer's checkpoint-on-cancel) runs off the GUI
+        thread before the job finishes.
+        """
+        gen = func(*args, **kwargs)
+        while True:
+            if self._cancel_requested:
+                gen.close()
+                self.cancelled = True
+                return _CANCELLED
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield event
+
     def cancel(self) -> None:
-        self.worker.quit()
+        """Stop at the core generator's next yield (its cleanup runs first)."""
+        self._cancel_requested = True
 
     @property
     def running(self) -> bool:
-        return self.worker.is_running
+        """True from ``start()`` until the worker has finished (or failed)."""
+        return self._started and not self._finished_flag
 
     def _yielded(self, event: Any) -> None:
         total = getattr(event, "total", None)
@@ -88,6 +118,8 @@ class Job:
             self._on_event(event)
 
     def _returned(self, value: Any) -> None:
+        if value is _CANCELLED:
+            return
         self.result = value
         if self._on_done is not None:
             self._on_done(value)
@@ -97,6 +129,7 @@ class Job:
         notify_error(err)
 
     def _finished(self) -> None:
+        self._finished_flag = True
         self.pbar.close()
         if self._on_finished is not None:
             self._on_finished()

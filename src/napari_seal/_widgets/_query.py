@@ -1,0 +1,176 @@
+"""Gene query widget: type a gene or signature, see where the tissue matches it."""
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import QSize
+from qtpy.QtGui import QIcon, QImage, QPixmap
+from qtpy.QtWidgets import (
+    QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QListWidget,
+    QListWidgetItem, QPushButton, QVBoxLayout, QWidget,
+)
+
+from napari_seal._widgets import _tooltips as tips
+from napari_seal._widgets._common import Job, add_or_update_layer, notify_error
+from napari_seal.errors import SealError
+
+
+def _icon(rgb: np.ndarray) -> QIcon:
+    rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    image = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    return QIcon(QPixmap.fromImage(image))
+
+
+class QueryWidget(QWidget):
+    """Gene -> image retrieval with a score map, a top-q outline and a tile gallery;
+    click the canvas (with Alt) for image -> expression lookup."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.result = None
+        self.top = None
+        self.lookup_result = None
+        self.job = None
+        self.run_edit = QLineEdit()
+        self.run_edit.setPlaceholderText("SEAL run directory")
+        self.store_edit = QLineEdit()
+        self.store_edit.setPlaceholderText("embedding store (.zarr) of that run")
+        self.query_edit = QLineEdit()
+        self.query_edit.setPlaceholderText("ERBB2  or  ERBB2,GRB7  or  ERBB2:1,ESR1:-1")
+        self.query_edit.setToolTip(tips.QUERY_GENES)
+        self.route_combo = QComboBox()
+        self.route_combo.addItems(["omics", "decoder"])
+        self.route_combo.setToolTip(tips.QUERY_ROUTE)
+        self.q_spin = QDoubleSpinBox()
+        self.q_spin.setRange(0.01, 1.0)
+        self.q_spin.setSingleStep(0.05)
+        self.q_spin.setValue(0.1)
+        self.run_button = QPushButton("Query")
+        self.gallery = QListWidget()
+        self.gallery.setViewMode(QListWidget.IconMode)
+        self.gallery.setIconSize(QSize(72, 72))
+        self.gallery.setMinimumHeight(170)
+        self.status = QLabel("Alt+click the slide: nearest reference spots.")
+        self.status.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("SEAL run", self.run_edit)
+        form.addRow("Store", self.store_edit)
+        form.addRow("Query", self.query_edit)
+        form.addRow("Route", self.route_combo)
+        form.addRow("Outline top fraction", self.q_spin)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.run_button)
+        layout.addWidget(QLabel("Top tiles (click to jump)"))
+        layout.addWidget(self.gallery)
+        layout.addWidget(self.status)
+        self.run_button.clicked.connect(self._on_query)
+        self.query_edit.returnPressed.connect(self._on_query)
+        self.gallery.itemClicked.connect(self._on_tile_clicked)
+        self.viewer.mouse_drag_callbacks.append(self._on_canvas_click)
+
+    def offer_run(self, run_dir) -> None:
+        self.run_edit.setText(str(run_dir))
+
+    def offer_store(self, store) -> None:
+        self.store_edit.setText(str(store))
+
+    def _sample_source(self):
+        for layer in self.viewer.layers:
+            meta = layer.metadata.get("napari_seal", {})
+            if meta.get("kind") == "slide" and meta.get("source"):
+                return meta["source"], meta.get("mpp")
+        return None, None
+
+    def _on_query(self) -> None:
+        from napari_seal.retrieval import iter_query
+
+        source, _ = self._sample_source()
+        run = self.run_edit.text().strip()
+        store = self.store_edit.text().strip() or None
+        if not source or not run:
+            notify_error(SealError("load a slide and choose a SEAL run first"))
+            return
+        self.job = Job(iter_query, Path(source), Path(run), self.query_edit.text(),
+                       route=self.route_combo.currentText(), store=store,
+                       top_q=self.q_spin.value(), description="Gene query",
+                       on_done=self._on_result)
+        self.job.start()
+
+    def _on_result(self, result) -> None:
+        from napari_seal.layers import query_layers
+        from napari_seal.retrieval import gallery_crops, top_k_tiles
+
+        self.result = result
+        _, mpp = self._sample_source()
+        for data, kwargs, layer_type in query_layers(result, top_q=self.q_spin.value(),
+                                                     mpp=mpp):
+            add_or_update_layer(self.viewer, data, kwargs, layer_type)
+        self.top = top_k_tiles(result, 12)
+        self.gallery.clear()
+        try:
+            from napari_seal.io.open import open_path
+            from napari_seal.sample import SpatialSample
+
+            obj = open_path(Path(self._sample_source()[0]))
+            slide = obj.slide if isinstance(obj, SpatialSample) else obj
+            crops = gallery_crops(slide, result.grid, self.top.tile_ids)
+        except SealError as err:
+            notify_error(err)
+            return
+        for i, crop in enumerate(crops):
+            item = QListWidgetItem(_icon(crop), f"{self.top.scores[i]:.2f}")
+            item.setData(256, i)
+            self.gallery.addItem(item)
+        self.status.setText(f"{result.query.label}: {len(result.scores)} tiles scored "
+                            f"({result.route} route)")
+
+    def _on_tile_clicked(self, item) -> None:
+        if self.top is None or self.result is None:
+            return
+        i = int(item.data(256))
+        x, y = self.top.coords[i]
+        size_l0 = float(self.result.grid.get("tile_size_l0", 0.0))
+        _, mpp = self._sample_source()
+        mpp = mpp or 1.0
+        self.viewer.camera.center = ((y + size_l0 / 2) * mpp, (x + size_l0 / 2) * mpp)
+        self.viewer.camera.zoom = max(self.viewer.camera.zoom, 2.0)
+
+    def _on_canvas_click(self, viewer, event):
+        if "Alt" not in {m.name if hasattr(m, "name") else str(m) for m in event.modifiers}:
+            return
+        source, mpp = self._sample_source()
+        run = self.run_edit.text().strip()
+        if not source or not run or not mpp:
+            return
+        row, col = event.position[-2:]
+        self.lookup_at((col / mpp, row / mpp))
+
+    def lookup_at(self, xy) -> None:
+        """Image -> expression: nearest reference spots to level-0 point ``xy``."""
+        from napari_seal.retrieval import lookup
+
+        source, _ = self._sample_source()
+        refs = [layer.metadata["napari_seal"]["source"] for layer in self.viewer.layers
+                if layer.metadata.get("napari_seal", {}).get("kind") == "spots"
+                and layer.metadata["napari_seal"].get("source")]
+        self.job = Job(_lookup_gen, lookup, Path(source), Path(self.run_edit.text()),
+                       xy, refs, description="Nearest spots", on_done=self._on_lookup)
+        self.job.start()
+
+    def _on_lookup(self, result) -> None:
+        self.lookup_result = result
+        genes = result.get("summary", {}).get("top_genes") or result.get("top_genes", [])
+        names = ", ".join(str(g.get("gene", g)) if isinstance(g, dict) else str(g)
+                          for g in list(genes)[:8])
+        self.status.setText(f"{len(result.get('neighbors', []))} nearest spots; "
+                            f"top genes: {names}")
+
+
+def _lookup_gen(lookup, source, run, xy, refs):
+    from napari_seal.progress import Progress
+
+    yield Progress("lookup", 0, 1, "regions", "embedding the region")
+    return lookup(source, run, at_xy=xy, references=refs or [source])
