@@ -129,6 +129,6 @@ def query_layers(result: Any, *, top_q: float = 0.1, mpp: float | None = None
     if contours.rings_um:
         layers.append((contours.rings_um, {
             "name": f"top {100 * top_q:g}% {label}", "shape_type": "polygon",
-            "edge_color": "cyan", "edge_width": max(scale) * 0.15,
+            "edge_color": "cyan", "edge_width": max(scale) * 0.35,
             "face_color": "transparent", "metadata": meta}, "shapes"))
     return layers

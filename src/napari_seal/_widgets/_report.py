@@ -40,7 +40,8 @@ def render_report(result, *, show: bool = False) -> Path:
     from napari_seal.io.hest import load_sample
     from napari_seal.layers import sample_layers
     from napari_seal.predict import expression_head, expression_image, open_store
-    from napari_seal.retrieval import open_scores, score_layers
+    from napari_seal.layers import query_layers
+    from napari_seal.retrieval import read_scores
     from napari_seal.runs import load_run
 
     out = Path(result.out)
@@ -66,8 +67,8 @@ def render_report(result, *, show: bool = False) -> Path:
         shots["overlay"] = _save_png(viewer.screenshot(canvas_only=True, flash=False),
                                      images / "02_predicted.png")
         layer.visible = False
-        scores = open_scores(result.query_store)
-        for data, kwargs, layer_type in score_layers(scores, store):
+        scores = read_scores(result.query_store)
+        for data, kwargs, layer_type in query_layers(scores, mpp=sample.mpp):
             getattr(viewer, f"add_{layer_type}")(data, **kwargs)
         shots["query"] = _save_png(viewer.screenshot(canvas_only=True, flash=False),
                                    images / "03_query.png")
