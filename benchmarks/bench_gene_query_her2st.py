@@ -1,0 +1,363 @@
+"""Gene queries on her2st, leave one section out (issue 5 evaluation).
+
+For each held-out section (C2-C6, one patient: within-patient figures) and the SEAL
+run trained on the other four (the default ``train`` configuration, the ``cpu``
+preset), this script scores on the held-out spots (spot-centred patches):
+
+Gene -> image, AUROC per gene of the query score against "the spot is in the top
+quartile of measured log1p CP10k" (``napari_seal.evaluate_retrieval``), over the 50
+panel genes most variable in the held-out section plus ERBB2, GRB7, KRT19, CD74:
+
+- ``omics``: SEAL's gene query (cosine with the omics embedding of the query profile);
+- ``omics-contrast``: the same with the all-mean profile's embedding subtracted;
+- ``decoder``: SEAL's predicted expression of the gene (image->gene decoder);
+- ``frozen ridge``: the frozen ``default`` encoder's best analogue, a ridge probe
+  (scaler, PCA 256, ridge with alpha chosen by inner leave-one-section-out,
+  ``napari_seal._probe``) fitted on the four training sections to predict log1p
+  CP10k, its prediction used as the score;
+- ``seal ridge``: the same probe on the SEAL encoder's features;
+- ``depth``: ``log1p`` total counts, the bar to clear.
+
+Image -> expression, Recall@k within the held-out section: each spot's image
+retrieves among all its spots' measured (smoothed, panel) profiles; ``omics`` by
+cosine with their omics embeddings, the others by Pearson correlation of predicted
+with measured panel expression (chance = k / n_spots).
+
+SEAL runs are reused from the issue-3 benchmark when present (run folders with a
+``DONE`` marker under ``/tmp/napari-seal-bench*`` or ``/tmp/*/bench/runs``, not a
+shuffled control, whose training samples are the other four sections); otherwise
+``--train`` trains them into ``--workdir`` (minutes per fold on 2 CPU cores). Its
+imported sections are reused the same way. Not part of the test suite.
+
+Usage::
+
+    python benchmarks/bench_gene_query_her2st.py --workdir /tmp/napari-seal-genequery \\
+        [--train] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("C2", "C3", "C4", "C5", "C6")
+IMAGES = {
+    "C2": "5714_HE_BT_C2.jpg",
+    "C3": "5714_HE_BT_D1.jpg",
+    "C4": "5714_HE_BT_D2.jpg",
+    "C5": "5714_HE_BT_E1.jpg",
+    "C6": "5714_HE_BT_E2.jpg",
+}
+METHODS = ("omics", "omics-contrast", "decoder", "frozen ridge", "seal ridge", "depth")
+RECALL_METHODS = ("omics", "decoder", "frozen ridge", "seal ridge")
+#: where the issue-3 benchmark leaves its imported sections and runs (under /tmp)
+SAMPLE_GLOBS = ("napari-seal-bench*/samples/{sec}/st", "*/bench/samples/{sec}/st")
+RUN_GLOBS = ("napari-seal-bench*/**/DONE", "*/bench/runs/*/DONE")
+
+log = logging.getLogger("bench_gene_query_her2st")
+
+
+def her2st_root() -> Path:
+    env = os.environ.get("NAPARI_SEAL_SHARED_DATA")
+    root = (Path(env) if env else REPO.parent / "shared" / "data") / "her2st" / "data"
+    if not root.is_dir():
+        sys.exit(f"her2st data not found at {root}; set NAPARI_SEAL_SHARED_DATA")
+    return root
+
+
+def section_dirs(workdir: Path, sections) -> dict[str, Path]:
+    """HEST folders of the sections: the issue-3 benchmark's, else imported here."""
+    from napari_seal.io.convert import import_sample
+
+    out = {}
+    for sec in sections:
+        found = sorted(
+            p for g in SAMPLE_GLOBS for p in Path("/tmp").glob(g.format(sec=sec))
+        )
+        if found:
+            out[sec] = Path(found[0]).parent
+            continue
+        dest = workdir / "samples" / sec
+        if not (dest / "st").is_dir():
+            root = her2st_root()
+            import_sample(
+                "legacy-st",
+                [],
+                out=dest,
+                sample_id=f"her2st_{sec}",
+                counts=root / "ST-cnts" / f"{sec}.tsv.gz",
+                spots=root / "ST-spotfiles" / f"{sec}_selection.tsv",
+                image=root / "ST-imgs" / "C" / sec / IMAGES[sec],
+            )
+        out[sec] = dest
+    return out
+
+
+def _run_training_names(run_dir: Path) -> set[str]:
+    info = (
+        json.loads((run_dir / "run.json").read_text())
+        if (run_dir / "run.json").is_file()
+        else {}
+    )
+    names = info.get("samples") or []
+    out = set()
+    for s in names:
+        name = s.get("name") if isinstance(s, dict) else str(s)
+        out.add(Path(str(name)).name)
+    return out
+
+
+def find_run(held: str, names: dict[str, str], workdir: Path) -> Path | None:
+    """A finished SEAL run (not a shuffled control) trained on the other sections."""
+    want = {names[s] for s in names if s != held}
+    pattern_dirs = [
+        *(p for g in RUN_GLOBS for p in Path("/tmp").glob(g)),
+        *(workdir / "runs").glob("*/DONE"),
+    ]
+    for done in sorted(pattern_dirs):
+        run = Path(done).parent
+        if not (run / "config.json").is_file():
+            continue
+        cfg = json.loads((run / "config.json").read_text())
+        if cfg.get("shuffle_pairs"):
+            continue
+        trained = _run_training_names(run)
+        if trained and (
+            {Path(t).name for t in trained} == want
+            or {t.removeprefix("her2st_") for t in trained}
+            == {w.removeprefix("her2st_") for w in want}
+        ):
+            return run
+    return None
+
+
+def train_fold(samples, out: Path, *, max_steps: int | None) -> Path:
+    from napari_seal.training.config import config_from_preset, preset_for_device
+    from napari_seal.training.trainer import train
+
+    cfg = config_from_preset(preset_for_device("cpu"), max_steps=max_steps)
+    resume = (out / "config.json").is_file()
+    t0 = time.perf_counter()
+    train(samples, out=out, config=cfg, resume=resume)
+    log.warning("trained %s in %.0f s", out.name, time.perf_counter() - t0)
+    return out
+
+
+def features(cache: Path, key: str, sample, encoder) -> np.ndarray:
+    from napari_seal.evaluate import spot_features
+    from napari_seal.progress import drain
+
+    f = cache / f"{key}-{sample.name}-{sample.n_spots}.npy"
+    if f.is_file():
+        return np.load(f)
+    emb = drain(spot_features(sample, encoder))
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(f, emb)
+    return emb
+
+
+def ridge_predictions(train_feats, train_samples, test_feats, genes) -> np.ndarray:
+    """Ridge probe on log1p CP10k of ``genes`` (alpha by inner leave-one-out)."""
+    from napari_seal import _probe
+    from napari_seal.evaluate_retrieval import measured_log1p_cp10k
+
+    targets = []
+    for s in train_samples:
+        names, expr, _ = measured_log1p_cp10k(s)
+        y, _ = _probe.gene_matrix(expr, names, genes)
+        targets.append(y)
+    alpha, _ = _probe.cv_alpha(train_feats, targets)
+    probe = _probe.fit_probe(
+        np.concatenate(train_feats), np.concatenate(targets), alpha=alpha
+    )
+    return probe.predict(test_feats)
+
+
+def run_fold(held: str, samples: dict, run_dir: Path, workdir: Path) -> dict:
+    from napari_seal import evaluate_retrieval as ev
+    from napari_seal.models.registry import create_encoder
+    from napari_seal.runs import load_run
+
+    run = load_run(run_dir)
+    genes = list(run.panel.genes)
+    train_secs = [s for s in samples if s != held]
+    cache = workdir / "features"
+    frozen = create_encoder(run.config.encoder)
+    fz = {
+        s: features(cache, f"frozen-{run.config.encoder}", samples[s], frozen)
+        for s in samples
+    }
+    tag = f"seal-{run_dir.parent.name}-{run_dir.name}"
+    sz = {s: features(cache, tag, samples[s], run.encoder) for s in samples}
+    test = samples[held]
+    t0 = time.perf_counter()
+    frozen_pred = ridge_predictions(
+        [fz[s] for s in train_secs], [samples[s] for s in train_secs], fz[held], genes
+    )
+    seal_pred = ridge_predictions(
+        [sz[s] for s in train_secs], [samples[s] for s in train_secs], sz[held], genes
+    )
+    contrast = ev.gene_score_matrix(run, sz[held], genes, route="omics", contrast=True)
+    base = {"frozen ridge": (frozen_pred, genes), "seal ridge": (seal_pred, genes)}
+    rep = ev.evaluate_gene_queries(
+        run,
+        test,
+        embeddings=sz[held],
+        baselines={"omics-contrast": (contrast, genes), **base},
+    )
+    rec = ev.evaluate_image_to_expression(
+        run, test, embeddings=sz[held], baselines=base
+    )
+    log.warning("fold %s evaluated in %.0f s", held, time.perf_counter() - t0)
+    return {
+        "held_out": held,
+        "run": str(run_dir),
+        "config": run.config.to_dict(),
+        "panel_size": len(genes),
+        "gene_query": rep,
+        "recall": rec,
+    }
+
+
+def summarise(folds: list[dict]) -> dict:
+    out: dict = {"auroc_mean": {}, "markers": {}, "recall": {}}
+    for m in METHODS:
+        vals = [
+            f["gene_query"]["methods"][m]["mean"]
+            for f in folds
+            if m in f["gene_query"]["methods"]
+        ]
+        out["auroc_mean"][m] = float(np.mean(vals)) if vals else None
+        marks: dict[str, list[float]] = {}
+        for f in folds:
+            for g, v in (
+                f["gene_query"]["methods"].get(m, {}).get("markers", {}).items()
+            ):
+                if np.isfinite(v):
+                    marks.setdefault(g, []).append(v)
+        out["markers"][m] = {g: float(np.mean(v)) for g, v in marks.items()}
+    for m in RECALL_METHODS:
+        for k in ("R@1", "R@5", "R@10", "chance@10"):
+            vals = [f["recall"][m][k] for f in folds if m in f["recall"]]
+            out["recall"].setdefault(m, {})[k] = float(np.mean(vals)) if vals else None
+    return out
+
+
+def table(folds: list[dict], summary: dict) -> str:
+    lines = [
+        "Gene -> image: mean AUROC over the held-out section's top-50 variable "
+        "panel genes (+ markers); label = top quartile of log1p CP10k",
+        "",
+        "| method | " + " | ".join(f["held_out"] for f in folds) + " | mean | "
+        "ERBB2 | GRB7 | KRT19 | CD74 |",
+        "|---" * (len(folds) + 6) + "|",
+    ]
+    for m in METHODS:
+        per = [
+            f["gene_query"]["methods"].get(m, {}).get("mean", float("nan"))
+            for f in folds
+        ]
+        marks = summary["markers"][m]
+        lines.append(
+            f"| {m} | "
+            + " | ".join(f"{v:.3f}" for v in per)
+            + f" | {summary['auroc_mean'][m]:.3f} | "
+            + " | ".join(
+                f"{marks.get(g, float('nan')):.3f}"
+                for g in ("ERBB2", "GRB7", "KRT19", "CD74")
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "Image -> expression within the held-out section: Recall@k (mean over folds)",
+        "",
+        "| method | R@1 | R@5 | R@10 | chance@10 |",
+        "|---|---|---|---|---|",
+    ]
+    for m in RECALL_METHODS:
+        r = summary["recall"][m]
+        lines.append(
+            f"| {m} | {r['R@1']:.3f} | {r['R@5']:.3f} | {r['R@10']:.3f} | "
+            f"{r['chance@10']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/napari-seal-genequery"))
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS))
+    ap.add_argument(
+        "--train",
+        action="store_true",
+        help="train the SEAL runs that are not found (cpu preset)",
+    )
+    ap.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="cap training steps (smoke runs only)",
+    )
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+
+    from napari_seal.io.hest import load_sample
+
+    dirs = section_dirs(args.workdir, args.sections)
+    samples = {s: load_sample(d) for s, d in dirs.items()}
+    names = {s: samples[s].name for s in samples}
+    folds = []
+    for held in args.sections:
+        run_dir = find_run(held, names, args.workdir)
+        if run_dir is None:
+            if not args.train:
+                log.warning(
+                    "no SEAL run for held-out %s; pass --train to train it", held
+                )
+                continue
+            run_dir = train_fold(
+                [samples[s] for s in samples if s != held],
+                args.workdir / "runs" / f"{held}-seal",
+                max_steps=args.max_steps,
+            )
+        log.warning("fold %s: run %s", held, run_dir)
+        saved = args.workdir / f"fold-{held}.json"
+        if saved.is_file() and json.loads(saved.read_text()).get("run") == str(run_dir):
+            folds.append(json.loads(saved.read_text()))
+            continue
+        fold = run_fold(held, samples, run_dir, args.workdir)
+        saved.write_text(json.dumps(fold, indent=1, default=float) + "\n")
+        folds.append(fold)
+    if not folds:
+        log.warning("no fold evaluated")
+        return 1
+    summary = summarise(folds)
+    text = table(folds, summary)
+    print(text)
+    result = {
+        "protocol": "her2st leave-one-section-out, spot-centred patches",
+        "label": "top quartile of log1p CP10k (strictly above the 75th pct)",
+        "summary": summary,
+        "folds": folds,
+    }
+    out = args.json or args.workdir / "gene_query_her2st.json"
+    out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    (args.workdir / "gene_query_her2st.md").write_text(text + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
