@@ -18,6 +18,13 @@ from napari_seal.io.hest import bundled_sample_path
 
 DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 
+# The design budget is 100 ms (DESIGN 6). On a loaded 2-core machine, scheduling noise
+# alone exceeds it, so the default suite asserts "never frozen" (3 s: running the job
+# on the GUI thread would stall for its whole duration) and the slow-marked twin asserts
+# the 100 ms budget (`make test-slow`, on a quiet machine).
+FROZEN_MS = 3000.0
+BUDGET_MS = 100.0
+
 
 class LatenessProbe:
     """Fires every ``interval_ms`` and records how late each tick was."""
@@ -68,6 +75,15 @@ def _save(widget_or_viewer, name):
 
 
 def test_finetune_widget_trains_in_background(make_napari_viewer, qtbot, tmp_path):
+    _finetune_in_background(make_napari_viewer, qtbot, tmp_path, FROZEN_MS)
+
+
+@pytest.mark.slow
+def test_finetune_event_loop_budget(make_napari_viewer, qtbot, tmp_path):
+    _finetune_in_background(make_napari_viewer, qtbot, tmp_path, BUDGET_MS)
+
+
+def _finetune_in_background(make_napari_viewer, qtbot, tmp_path, budget_ms):
     from napari_seal._widgets._finetune import FinetuneWidget
 
     viewer = make_napari_viewer(show=True)
@@ -93,7 +109,7 @@ def test_finetune_widget_trains_in_background(make_napari_viewer, qtbot, tmp_pat
     # the live plot received every step's loss terms
     assert set(widget.loss_plot.series) == {"loss", "clip", "recon_vae", "recon_img"}
     assert len(widget.loss_plot.series["loss"][0]) == 4
-    assert probe.worst_ms < 100, f"event loop stalled {probe.worst_ms:.0f} ms"
+    assert probe.worst_ms < budget_ms, f"event loop stalled {probe.worst_ms:.0f} ms"
     _save(widget, "widget_finetune.png")
 
 
@@ -129,6 +145,15 @@ def test_finetune_widget_cancel_then_resume(make_napari_viewer, qtbot, tmp_path)
 def test_embed_widget_runs_and_hands_store_on(
     make_napari_viewer, qtbot, tmp_path, tiny_run
 ):
+    _embed_in_background(make_napari_viewer, qtbot, tmp_path, tiny_run, FROZEN_MS)
+
+
+@pytest.mark.slow
+def test_embed_event_loop_budget(make_napari_viewer, qtbot, tmp_path, tiny_run):
+    _embed_in_background(make_napari_viewer, qtbot, tmp_path, tiny_run, BUDGET_MS)
+
+
+def _embed_in_background(make_napari_viewer, qtbot, tmp_path, tiny_run, budget_ms):
     from napari_seal._widgets._embed import EmbedWidget
     from napari_seal._widgets._expression import ExpressionWidget
     from napari_seal.predict import open_store
@@ -154,7 +179,7 @@ def test_embed_widget_runs_and_hands_store_on(
     assert store.n_tiles > 100
     # handed on to the Expression widget
     assert expr.store_edit.text() == str(tmp_path / "e.zarr")
-    assert probe.worst_ms < 100, f"event loop stalled {probe.worst_ms:.0f} ms"
+    assert probe.worst_ms < budget_ms, f"event loop stalled {probe.worst_ms:.0f} ms"
     _save(embed, "widget_embed.png")
 
 

@@ -78,3 +78,4 @@ def iter_embed_paths(
         model = create_encoder(encoder or "default", weights=weights, device=device)
     return (yield from iter_embed(Path(source), model, Path(store),
                                   batch_size=batch_size, device=device))
+

@@ -63,8 +63,7 @@ class ExpressionWidget(QWidget):
     def offer_store(self, store) -> None:
         """Accept a finished embedding store (called by the Embed widget)."""
         self.store_edit.setText(str(store))
-        if self.head_edit.text().strip():
-            self._on_load()
+        self.store = None  # reopened on the next Show
 
     def _on_load(self) -> None:
         from napari_seal.predict import expression_head, open_store

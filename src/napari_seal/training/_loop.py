@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from napari_seal.errors import TrainingConfigError
@@ -171,6 +172,18 @@ def run(
         core.encoder, example.contiguous(memory_format=torch.channels_last)
     )
     log.debug("folded %d frozen BatchNorm layers", n_folded)
+    views, offsets, dummy = None, None, None
+    if config.augment_views > 0:
+        views = yield from _cached_views(
+            core, train_pairs, lora_spec, config, encoder, device
+        )
+    if views is not None:
+        rng = np.random.default_rng([config.seed, 31337])
+        offsets = torch.from_numpy(
+            rng.integers(0, config.augment_views, len(train_pairs))
+        )
+        dummy = torch.zeros(1, 3, encoder.tile_px, encoder.tile_px, device=device)
+        dummy = dummy.contiguous(memory_format=torch.channels_last)
     params = [p for p in core.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     aug_gen = torch.Generator().manual_seed(config.seed + 1000 * dinfo.rank + 1)
@@ -297,10 +310,21 @@ def run(
                     rank=dinfo.rank,
                     world_size=dinfo.world_size,
                 )
-                images = torch.from_numpy(train_pairs.images[idx]).permute(0, 3, 1, 2)
-                x = augment_batch(images, mode=config.augment, generator=aug_gen)
-                x = (x.to(device) - norm[0]) / norm[1]
-                x = x.contiguous(memory_format=torch.channels_last)
+                feats = None
+                if views is not None:
+                    tidx = torch.from_numpy(idx)
+                    v = (offsets[tidx] + epoch) % config.augment_views
+                    feats = views[v, tidx].to(device)
+                    x = dummy
+                else:
+                    images = torch.from_numpy(train_pairs.images[idx])
+                    x = augment_batch(
+                        images.permute(0, 3, 1, 2),
+                        mode=config.augment,
+                        generator=aug_gen,
+                    )
+                    x = (x.to(device) - norm[0]) / norm[1]
+                    x = x.contiguous(memory_format=torch.channels_last)
                 expr = torch.from_numpy(train_pairs.expr[idx]).to(device)
                 lr = lr_at(
                     pos["global_step"],
@@ -315,7 +339,7 @@ def run(
                     dtype=ac_dtype or torch.float32,
                     enabled=ac_dtype is not None,
                 ):
-                    z_img, vout, pred = model(x, expr)
+                    z_img, vout, pred = model(x, expr, feats)
                 clip, logits = clip_loss(z_img, vout.z, tau=config.tau)
                 r_vae, _ = recon_loss(vout.recon, expr, **rkw)
                 r_img, _ = recon_loss(pred, expr, **rkw)
@@ -435,3 +459,47 @@ def run(
         message=f"run written to {out}",
     )
     return out
+
+
+def _cached_views(core, pairs, lora_spec, config, encoder, device):
+    """Split the encoder at its first adapted block and cache K augmented views.
+
+    Returns the ``(K, N, ...)`` activations, or ``None`` (full forward) when the
+    encoder cannot be split or the cache would be too large.
+    """
+    from napari_seal.training._prefix import find_split, precompute_views
+
+    norm = (
+        torch.tensor(encoder.mean, device=device).view(1, 3, 1, 1),
+        torch.tensor(encoder.std, device=device).view(1, 3, 1, 1),
+    )
+    check = torch.from_numpy(pairs.images[:4]).permute(0, 3, 1, 2).float() / 255.0
+    check = ((check.to(device) - norm[0]) / norm[1]).contiguous(
+        memory_format=torch.channels_last
+    )
+    split = find_split(core.encoder, block_regex=lora_spec.block_regex, check=check)
+    if split is None:
+        return None
+    n_views = config.augment_views
+    for k, cache in precompute_views(
+        split,
+        pairs.images,
+        n_views=n_views,
+        mode=config.augment,
+        seed=config.seed,
+        norm=norm,
+        device=device,
+    ):
+        if cache is not None:
+            core.split = split
+            return cache
+        if k == 0:
+            return None
+        yield Progress(
+            stage="prepare",
+            done=k,
+            total=n_views,
+            unit="views",
+            message=f"augmented view {k}/{n_views} through the frozen layers",
+        )
+    return None

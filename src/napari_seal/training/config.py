@@ -69,6 +69,11 @@ class TrainConfig:
     smooth: bool = _help("neighbour-smooth raw counts before normalising", True)
     smooth_radius: float = _help("smoothing radius in inter-spot distances", 1.5)
     augment: str = _help("image augmentation: none | soft | hard", "hard")
+    augment_views: int = _help(
+        "0: fresh augmentation every step (full forward); K > 0: K augmented views "
+        "per spot run once through the frozen layers before the first LoRA block",
+        4,
+    )
     precision: str = _help("bf16 autocast where supported, else fp32", "bf16")
     seed: int = _help("seed of every random choice (init, order, augmentation)", 42)
     max_steps: int | None = _help("stop after this many optimiser steps", None)
@@ -129,6 +134,7 @@ class TrainConfig:
         self._int_range("n_genes", 1)
         self._int_range("seed", 0)
         self._int_range("n_flows", 0)
+        self._int_range("augment_views", 0)
         self._int_range("decoder_hidden", 1)
         if self.max_steps is not None:
             self._int_range("max_steps", 1)
@@ -228,6 +234,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 1e-4,
         "n_genes": 2000,
         "augment": "hard",
+        "augment_views": 0,
         "precision": "bf16",
     },
     # GPU sizes: the paper recipe at a batch that fits the memory.
@@ -237,6 +244,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 1e-4,
         "n_genes": 2000,
         "augment": "hard",
+        "augment_views": 0,
         "precision": "bf16",
     },
     "24GB": {
@@ -245,6 +253,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 1e-4,
         "n_genes": 2000,
         "augment": "hard",
+        "augment_views": 0,
         "precision": "bf16",
     },
     # A few CPU minutes on ~1k spots with the default encoder (issue 3 calibration:
@@ -255,6 +264,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 3e-4,
         "n_genes": 256,
         "augment": "hard",
+        "augment_views": 4,
         "precision": "bf16",
     },
     # A handful of steps: tests and the demo.
@@ -264,6 +274,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 3e-4,
         "n_genes": 64,
         "augment": "hard",
+        "augment_views": 0,
         "precision": "fp32",
         "max_steps": 3,
         "vae_hidden": (128, 64),

@@ -61,10 +61,18 @@ class SealModel(nn.Module):
         self.encoder = encoder
         self.omics = omics
         self.decoder = decoder
+        self.split = None  # a training._prefix.PrefixSplit when views are cached
 
-    def forward(self, images: torch.Tensor, expr: torch.Tensor):
-        """Return ``(z_img, vae_output, predicted_expression)``."""
-        z_img = self.encoder(images)
+    def forward(self, images: torch.Tensor, expr: torch.Tensor, feats=None):
+        """Return ``(z_img, vae_output, predicted_expression)``.
+
+        With ``feats`` (cached activations at the first adapted block) only the layers
+        from that block on run; ``images`` is then a one-image dummy batch.
+        """
+        if feats is not None:
+            z_img = self.split.suffix(feats, images)
+        else:
+            z_img = self.encoder(images)
         return z_img, self.omics(expr), self.decoder(z_img)
 
     def set_train_mode(self) -> None:
