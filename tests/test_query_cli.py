@@ -152,7 +152,32 @@ def test_query_writes_scores_and_spot_scores(run_dir, sample_dir, tmp_path, caps
     dec = read_scores(out2)
     assert dec.route == "decoder"
     assert dec.store == str(store)
-    assert not np.allclose(dec.scores, read_scores(out).scores)
+    first = read_scores(out)
+    assert not np.allclose(dec.scores, first.scores)
+    assert first.contrast
+    assert "minus that of the all-mean profile" in attrs["score"]
+    out3 = tmp_path / "q3.zarr"
+    rc = main(
+        [
+            "query",
+            str(sample_dir),
+            "--run",
+            str(run_dir),
+            "--gene",
+            "her2",
+            "--gene",
+            "GRB7:0.5",
+            "--no-contrast",
+            "--out",
+            str(out3),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    raw = read_scores(out3)
+    assert not raw.contrast
+    assert not np.allclose(raw.scores, first.scores)
 
 
 def test_query_bad_input(run_dir, sample_dir, tmp_path, capsys):

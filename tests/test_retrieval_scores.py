@@ -19,7 +19,7 @@ from napari_seal.retrieval import parse_query, score_embeddings, score_image
 
 
 def _hand_omics(run, genes_weights, level_sd=2.0):
-    """The omics query embedding written out: z -> log space -> encoder -> flows."""
+    """The omics embedding of a profile, by hand: z -> log space -> encoder -> flows."""
     g = len(run.panel.genes)
     z = np.zeros(g, np.float32)
     for gene, w in genes_weights:
@@ -33,6 +33,10 @@ def _hand_omics(run, genes_weights, level_sd=2.0):
             u = flow.u_hat()
             zq = zq + u * torch.tanh(zq @ flow.w + flow.b)[:, None]
     return zq[0].numpy()
+
+
+def _cos(emb, q):
+    return emb @ q / np.linalg.norm(emb, axis=1) / np.linalg.norm(q)
 
 
 def test_query_vector_levels_and_others_at_mean():
@@ -53,10 +57,14 @@ def test_omics_route_equals_hand_computation():
     run = toy_run()
     emb = np.random.default_rng(1).normal(size=(40, 64)).astype(np.float32)
     q = parse_query("ERBB2:1,GRB7:0.5", panel=GENES)
+    query = _hand_omics(run, [("ERBB2", 1.0), ("GRB7", 0.5)])
+    mean = _hand_omics(run, [])  # every gene at its training mean
+    # default: relative to the all-mean profile
     got = score_embeddings(run, emb, q, route="omics")
-    qe = _hand_omics(run, [("ERBB2", 1.0), ("GRB7", 0.5)])
-    want = emb @ qe / np.linalg.norm(emb, axis=1) / np.linalg.norm(qe)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, _cos(emb, query - mean), rtol=1e-4, atol=1e-5)
+    # --no-contrast: the raw omics embedding of the query profile
+    raw = score_embeddings(run, emb, q, route="omics", contrast=False)
+    np.testing.assert_allclose(raw, _cos(emb, query), rtol=1e-4, atol=1e-5)
     # a different query ranks the tiles differently (the query matters)
     other = score_embeddings(run, emb, parse_query("PTPRC", panel=GENES))
     assert not np.allclose(np.argsort(got), np.argsort(other))

@@ -65,6 +65,7 @@ def small_config(**kw) -> TrainConfig:
         "decoder_hidden": 32,
         "precision": "fp32",
         "augment": "hard",
+        "augment_views": 0,
         "lr": 1e-3,
     }
     base.update(kw)
@@ -177,8 +178,9 @@ def _final_tensors(out):
     return t
 
 
-def test_cancel_checkpoints_and_resume_matches_straight_run(sample, tmp_path):
-    cfg = small_config(epochs=2)
+@pytest.mark.parametrize("views", [0, 2])
+def test_cancel_checkpoints_and_resume_matches_straight_run(sample, tmp_path, views):
+    cfg = small_config(epochs=2, augment_views=views)
     straight = train([sample], out=tmp_path / "a", config=cfg, device="cpu")
 
     out = tmp_path / "b"
@@ -300,6 +302,31 @@ def test_stop_file_checkpoints_and_stops(sample, tmp_path):
     assert events[-2].step == 2
     assert not (out / "DONE").exists()
     assert not (out / "STOP").exists()
+
+
+def test_prefix_split_equals_full_forward_on_test_vit():
+    from napari_seal.models.lora import apply_lora, default_lora_spec
+    from napari_seal.models.registry import create_encoder
+    from napari_seal.training._prefix import find_split
+
+    enc = create_encoder("test-vit")
+    spec = default_lora_spec(enc)
+    model = apply_lora(enc.module, spec)
+    with torch.no_grad():  # make the adapters non-trivial
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    x = torch.rand(5, 3, 64, 64)
+    split = find_split(model, block_regex=spec.block_regex, check=x)
+    assert split is not None
+    assert split.name == "base_model.model.blocks.3"  # last 3 of 6 blocks adapted
+    model.eval()
+    with torch.no_grad():
+        full = model(x)
+        feats = split.prefix(x)
+        assert feats.shape == (5, 17, 64)  # tokens entering block 3
+        part = split.suffix(feats, torch.zeros(1, 3, 64, 64))
+    assert torch.allclose(part, full, atol=1e-5)
 
 
 def test_batchnorm_folding_keeps_the_default_encoder_output():

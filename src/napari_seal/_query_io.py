@@ -68,6 +68,7 @@ class QueryResult:
     run: str | None = None
     store: str | None = None
     level_sd: float = LEVEL_SD
+    contrast: bool = True
     spot_ids: list[str] | None = None
     spot_scores: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +78,18 @@ class QueryResult:
         from napari_seal.retrieval import score_image
 
         return score_image(self)
+
+    @property
+    def score_name(self) -> str:
+        """What the score is, in words."""
+        if self.route == "decoder":
+            return "weighted mean of predicted z-scores (training statistics)"
+        if self.contrast:
+            return (
+                "cosine(image embedding, omics embedding of the query profile "
+                "minus that of the all-mean profile)"
+            )
+        return "cosine(image embedding, omics embedding of the query profile)"
 
     def attrs(self) -> dict[str, Any]:
         """JSON-able attributes written with the scores."""
@@ -88,13 +101,10 @@ class QueryResult:
             "store": self.store,
             "grid": self.grid,
             "level_sd": float(self.level_sd),
+            "contrast": bool(self.contrast),
             "scale_um": list(self.scale_um),
             "translate_um": list(self.translate_um),
-            "score": (
-                "cosine(image embedding, omics embedding of the query)"
-                if self.route == "omics"
-                else "weighted mean of predicted z-scores (training statistics)"
-            ),
+            "score": self.score_name,
             **self.info,
         }
 
@@ -203,6 +213,7 @@ def read_scores(path: str | os.PathLike) -> QueryResult:
         run=attrs.get("run"),
         store=attrs.get("store"),
         level_sd=float(attrs.get("level_sd", LEVEL_SD)),
+        contrast=bool(attrs.get("contrast", True)),
         spot_ids=attrs.get("spot_ids"),
         spot_scores=spot,
         info=info,

@@ -189,12 +189,14 @@ def encode_expression(run: Any, x: np.ndarray, *, batch_size: int = 4096) -> np.
 
 
 def query_embedding(
-    run: Any, query: GeneQuery, *, level_sd: float = LEVEL_SD, contrast: bool = False
+    run: Any, query: GeneQuery, *, level_sd: float = LEVEL_SD, contrast: bool = True
 ) -> np.ndarray:
     """The omics embedding ``(D,)`` of a query (route ``omics``).
 
-    With ``contrast=True`` the embedding of the all-mean profile is subtracted, which
-    keeps only the direction the query genes add (see ``docs/queries.md``).
+    With ``contrast=True`` (default) the embedding of the all-mean profile (every gene
+    at its training mean) is subtracted, keeping the direction the query genes add.
+    Without it the cosine is dominated by the part every query shares: on her2st the
+    score maps of different single-gene queries correlate at 0.99 (``docs/queries.md``).
     """
     z = query_expression(run, query, level_sd=level_sd)
     if not contrast:
@@ -230,6 +232,7 @@ def score_embeddings(
     *,
     route: str = "omics",
     level_sd: float = LEVEL_SD,
+    contrast: bool = True,
 ) -> np.ndarray:
     """Score image embeddings ``(n, D)`` (tiles or spot patches) for a query.
 
@@ -241,7 +244,7 @@ def score_embeddings(
     require_route(run, route)
     emb = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
     if route == "omics":
-        q = query_embedding(run, query, level_sd=level_sd)
+        q = query_embedding(run, query, level_sd=level_sd, contrast=contrast)
         _check_dim(emb.shape[1], q.size, where="the image embeddings")
         return (_unit(emb) @ _unit(q)).astype(np.float32)
     head = _head(run)
@@ -423,6 +426,7 @@ def score_store(
     *,
     route: str = "omics",
     level_sd: float = LEVEL_SD,
+    contrast: bool = True,
     check: bool = True,
 ) -> np.ndarray:
     """Score every tile of a store: ``(n_tiles,)`` float32, NaN where unfinished.
@@ -432,7 +436,7 @@ def score_store(
     store
         An open :class:`~napari_seal.predict.EmbeddingStore` (keep it between queries:
         it caches the decoder's hidden layer) or its path.
-    run, query, route, level_sd
+    run, query, route, level_sd, contrast
         As in :func:`score_embeddings`.
     check
         Refuse a store not embedded with the run's encoder (:func:`check_store_run`).
@@ -442,7 +446,7 @@ def score_store(
     if check:
         check_store_run(store, run)
     if route == "omics":
-        q = query_embedding(run, query, level_sd=level_sd)
+        q = query_embedding(run, query, level_sd=level_sd, contrast=contrast)
         _check_dim(int(store.embed_dim), q.size, where=f"the store {store.path}")
         return unit_embeddings(store).cosine(q)
     head = _head(run)

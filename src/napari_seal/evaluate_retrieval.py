@@ -119,7 +119,7 @@ def gene_score_matrix(
     *,
     route: str = "omics",
     level_sd: float | None = None,
-    contrast: bool = False,
+    contrast: bool = True,
 ) -> np.ndarray:
     """Single-gene query scores ``(n_spots, len(genes))`` for every gene at once."""
     from napari_seal import _scoring as sc

@@ -8,9 +8,11 @@ of two routes that answer different questions:
     *Where does the tissue look like tissue whose expression profile is this?* The
     query becomes an expression vector in the run's z-scored panel space: each query
     gene at ``level_sd * weight`` standard deviations (default +2 SD), every other gene
-    at 0, i.e. its training mean. The run's omics encoder embeds it (deterministic) and
-    each tile scores the cosine similarity between its image embedding and that omics
-    embedding, in the space CLIP training aligned.
+    at 0, i.e. its training mean. The run's omics encoder embeds it (deterministic);
+    by default the embedding of the all-mean profile is subtracted (``contrast``),
+    which keeps the direction the query genes add. Each tile scores the cosine
+    similarity between its image embedding and that vector, in the space CLIP
+    training aligned.
 ``decoder``
     *Where does the run predict these genes high?* The run's image->gene decoder
     predicts the query genes per tile; each prediction is z-scored with the panel's
@@ -202,6 +204,7 @@ def iter_query(
     spots: bool = False,
     top_q: float | None = 0.1,
     level_sd: float = LEVEL_SD,
+    contrast: bool = True,
     batch_size: int = 64,
     device: str | None = None,
     mpp: float | None = None,
@@ -235,6 +238,9 @@ def iter_query(
         Fraction of tissue tiles outlined in the result's contour (``None``: none).
     level_sd
         Z-score of a query gene of weight 1 (route ``omics``).
+    contrast
+        Route ``omics``: score against the query's embedding minus the all-mean
+        profile's (default; see :func:`query_embedding`).
     batch_size, device, mpp
         Embedding batch size, torch device and a slide pixel-size override.
 
@@ -271,7 +277,9 @@ def iter_query(
     st = store if hasattr(store, "read_embeddings") else open_store(store)
     check_store_run(st, run)
     yield Progress("query", 0, 1, "queries", message=f"scoring {q.label} ({route})")
-    scores = score_store(st, run, q, route=route, level_sd=level_sd, check=False)
+    scores = score_store(
+        st, run, q, route=route, level_sd=level_sd, contrast=contrast, check=False
+    )
     from napari_seal.predict import overlay_geometry
 
     scale, translate = overlay_geometry(st)
@@ -287,6 +295,7 @@ def iter_query(
         run=_run_path(run),
         store=str(Path(st.path)),
         level_sd=float(level_sd),
+        contrast=bool(contrast),
     )
     if top_q is not None:
         result.info["contour"] = _contour_info(result, float(top_q))
@@ -358,6 +367,7 @@ def _spot_stage(
         result.query,
         route=result.route,
         level_sd=result.level_sd,
+        contrast=result.contrast,
         batch_size=batch_size,
         device=device,
     )
@@ -371,6 +381,7 @@ def iter_spot_scores(
     *,
     route: str = "omics",
     level_sd: float = LEVEL_SD,
+    contrast: bool = True,
     batch_size: int = 64,
     device: str | None = None,
 ) -> Generator[Progress, None, tuple[list[str], np.ndarray]]:
@@ -381,7 +392,9 @@ def iter_spot_scores(
         sample, run.encoder, batch_size=batch_size, device=device
     )
     ids = [str(s) for s in sample.adata.obs_names]
-    return ids, score_embeddings(run, emb, query, route=route, level_sd=level_sd)
+    return ids, score_embeddings(
+        run, emb, query, route=route, level_sd=level_sd, contrast=contrast
+    )
 
 
 def spot_scores(
@@ -391,6 +404,7 @@ def spot_scores(
     *,
     route: str = "omics",
     level_sd: float = LEVEL_SD,
+    contrast: bool = True,
     batch_size: int = 64,
     device: str | None = None,
 ) -> tuple[list[str], np.ndarray]:
@@ -413,6 +427,7 @@ def spot_scores(
             q,
             route=route,
             level_sd=level_sd,
+            contrast=contrast,
             batch_size=batch_size,
             device=device,
         )

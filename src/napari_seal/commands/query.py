@@ -4,7 +4,7 @@
 
     napari-seal query SLIDE_OR_SAMPLE --run RUN_DIR --gene G [--gene G2 ...]
         [--signature FILE] --out SCORES.zarr [--route omics|decoder]
-        [--spot-scores SCORES.csv] [--store STORE.zarr] [--top-q Q]
+        [--spot-scores SCORES.csv] [--store STORE.zarr] [--top-q Q] [--no-contrast]
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Score every tissue tile of a slide for a gene query with a SEAL "
         "run. Route omics (default): cosine between each tile's image embedding and "
         "the omics encoder's embedding of the query profile (query genes at +2 SD, "
-        "others at their training mean). Route decoder: the run's predicted "
+        "others at their training mean), minus that of the all-mean profile "
+        "(--no-contrast: without). Route decoder: the run's predicted "
         "expression of the query genes (weighted mean z-score). See docs/queries.md.",
     )
     p.add_argument(
@@ -62,6 +63,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=["omics", "decoder"],
         default="omics",
         help="omics (default): shared-space similarity; decoder: predicted expression",
+    )
+    p.add_argument(
+        "--contrast",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="route omics: compare with the query profile's embedding minus the "
+        "all-mean profile's (default); --no-contrast uses the raw embedding",
     )
     p.add_argument(
         "--spot-scores",
@@ -135,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         spot_scores_csv=args.spot_scores,
         top_q=args.top_q,
+        contrast=args.contrast,
         batch_size=args.batch_size,
         device=device,
         mpp=args.mpp,

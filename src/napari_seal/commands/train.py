@@ -73,6 +73,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="genes always in the panel: comma-separated or a text file",
     )
     p.add_argument("--augment", choices=["none", "soft", "hard"])
+    p.add_argument(
+        "--augment-views",
+        type=int,
+        metavar="K",
+        help="K > 0: K augmented views per spot through the frozen layers once "
+        "(fast on CPU); 0: fresh augmentation every step",
+    )
     p.add_argument("--precision", choices=["bf16", "fp32"])
     p.add_argument(
         "--eval-fraction",
@@ -134,6 +141,7 @@ def config_from_args(args: argparse.Namespace, *, device: str):
         "lr": args.lr,
         "n_genes": args.n_genes,
         "augment": args.augment,
+        "augment_views": args.augment_views,
         "precision": args.precision,
         "eval_fraction": args.eval_fraction,
         "shuffle_pairs": args.shuffle_pairs,
