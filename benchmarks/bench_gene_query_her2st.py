@@ -119,11 +119,9 @@ def _run_training_names(run_dir: Path) -> set[str]:
 def find_run(held: str, names: dict[str, str], workdir: Path) -> Path | None:
     """A finished SEAL run (not a shuffled control) trained on the other sections."""
     want = {names[s] for s in names if s != held}
-    pattern_dirs = [
-        *(p for g in RUN_GLOBS for p in Path("/tmp").glob(g)),
-        *(workdir / "runs").glob("*/DONE"),
-    ]
-    for done in sorted(pattern_dirs):
+    own = sorted((workdir / "runs").glob("*/DONE"))
+    others = sorted(p for g in RUN_GLOBS for p in Path("/tmp").glob(g))
+    for done in [*own, *others]:
         run = Path(done).parent
         if not (run / "config.json").is_file():
             continue

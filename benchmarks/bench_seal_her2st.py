@@ -291,6 +291,18 @@ def run_seal(
     return res, info
 
 
+def _cell(v: float, fmt: str) -> str:
+    return "n/a" if np.isnan(v) else format(v, fmt)
+
+
+def _mean(vals) -> tuple[float, str]:
+    """Mean over the folds done so far, and a "(k/n)" note when some are missing."""
+    a = np.asarray(vals, dtype=float)
+    done = ~np.isnan(a)
+    note = "" if done.all() else f" ({done.sum()}/{a.size})"
+    return (float(a[done].mean()) if done.any() else float("nan")), note
+
+
 def tables(results: dict, names: list[str], alphas) -> str:
     """Markdown tables: per fold and mean, per (targets, alpha); deltas vs frozen."""
     lines = []
@@ -306,14 +318,18 @@ def tables(results: dict, names: list[str], alphas) -> str:
                     continue
                 sc = _fold_scores(rep)
                 rows[m] = [sc.get(n, float("nan")) for n in names]
-                cells = " | ".join(f"{v:.4f}" for v in rows[m])
-                lines.append(f"| {LABELS[m]} | {cells} | {np.mean(rows[m]):.4f} |")
+                cells = " | ".join(_cell(v, ".4f") for v in rows[m])
+                mean, note = _mean(rows[m])
+                lines.append(f"| {LABELS[m]} | {cells} | {mean:.4f}{note} |")
             for m in ("seal", "shuffled"):
                 if m in rows and "frozen" in rows:
                     d = np.array(rows[m]) - np.array(rows["frozen"])
-                    cells = " | ".join(f"{v:+.4f}" for v in d)
+                    cells = " | ".join(_cell(v, "+.4f") for v in d)
+                    mean, note = _mean(d)
+                    wins = int(np.sum(d[~np.isnan(d)] > 0))
                     lines.append(
-                        f"| **{m} - frozen** | {cells} | **{d.mean():+.4f}** |"
+                        f"| **{m} - frozen** | {cells} | **{mean:+.4f}**{note}, "
+                        f"{wins} of {int(np.sum(~np.isnan(d)))} folds up |"
                     )
     return "\n".join(lines)
 

@@ -134,8 +134,7 @@ def gene_score_matrix(
         z[np.arange(len(genes)), idx] = level
         q = sc.encode_expression(run, sc.omics_input(run, z))
         if contrast:
-            base = sc.encode_expression(run, sc.omics_input(run, np.zeros_like(z[:1])))
-            q = q - base
+            q = q - sc.mean_profile_embedding(run)
         return sc._unit(emb) @ sc._unit(q).T
     head = sc._head(run)
     pred = head.output(head.hidden(emb), idx)
