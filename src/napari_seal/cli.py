@@ -83,9 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
+    # other libraries' warnings (e.g. tifffile on a damaged file) only with --debug:
+    # a bad input then gives exactly one line on stderr, our own error message
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
+        level=logging.DEBUG if debug else logging.ERROR,
         format="%(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("napari_seal").setLevel(
+        logging.DEBUG if debug else logging.WARNING
     )
     try:
         return int(args.func(args) or 0)

@@ -131,11 +131,19 @@ class EmbeddingStore:
         """Read embeddings (float32) from disk; counted in ``stats``."""
         self.stats["embedding_reads"] += 1
         arr = self.group["embeddings"]
-        if isinstance(index, np.ndarray):
-            return np.asarray(
-                arr.get_orthogonal_selection((index, slice(None))), np.float32
+        try:
+            if isinstance(index, np.ndarray):
+                return np.asarray(
+                    arr.get_orthogonal_selection((index, slice(None))), np.float32
+                )
+            return np.asarray(arr[index], dtype=np.float32)
+        except (RuntimeError, ValueError, OSError) as err:  # codec / damaged chunk
+            msg = (
+                f"cannot read the embeddings of {self.path} ({type(err).__name__}: "
+                f"{err}); a chunk file is damaged: delete the store and run "
+                "`napari-seal embed` again"
             )
-        return np.asarray(arr[index], dtype=np.float32)
+            raise BadInputError(msg) from err
 
     def hidden(self, head: ExpressionHead, *, block_tiles: int = 16384) -> np.ndarray:
         """The head's hidden layer for every tile, computed once and cached.
@@ -180,21 +188,67 @@ def open_store(path: str | os.PathLike) -> EmbeddingStore:
     if not (path / "zarr.json").is_file():
         msg = f"{path} is not an embedding store; create one with `napari-seal embed`"
         raise BadInputError(msg)
-    group = zarr.open_group(path, mode="r")
-    attrs = dict(group.attrs)
-    if attrs.get("format") != STORE_FORMAT or "embeddings" not in group:
+    damaged = (
+        f"{path} is a damaged embedding store; delete it and run `napari-seal embed` "
+        "again"
+    )
+    try:
+        group = zarr.open_group(path, mode="r")
+        attrs = dict(group.attrs)
+        has_embeddings = "embeddings" in group
+    except (ValueError, OSError, KeyError, TypeError) as err:  # bad zarr.json
+        msg = f"{damaged} ({type(err).__name__}: {err})"
+        raise BadInputError(msg) from err
+    if attrs.get("format") != STORE_FORMAT or not has_embeddings:
         msg = (
             f"{path} is not a napari-seal embedding store ({STORE_FORMAT}); create "
             "one with `napari-seal embed`"
         )
         raise BadInputError(msg)
-    tile_ids = np.asarray(group["tile_ids"][:], dtype=np.int64)
-    coords = np.asarray(group["coords"][:], dtype=np.int64)
-    frac = group["tissue_fraction"][:] if "tissue_fraction" in group else None
-    grid = grid_from_attrs(attrs["grid"], tile_ids, coords, frac)
+    try:
+        _check_store(group, attrs)
+        tile_ids = np.asarray(group["tile_ids"][:], dtype=np.int64)
+        coords = np.asarray(group["coords"][:], dtype=np.int64)
+        frac = group["tissue_fraction"][:] if "tissue_fraction" in group else None
+        grid = grid_from_attrs(attrs["grid"], tile_ids, coords, frac)
+    except (ValueError, KeyError, TypeError, RuntimeError, OSError) as err:
+        msg = f"{damaged} ({type(err).__name__}: {err})"
+        raise BadInputError(msg) from err
     return EmbeddingStore(
         path, group, grid, dict(attrs["signature"]), attrs, tile_ids, coords
     )
+
+
+def _check_store(group: Any, attrs: dict) -> None:
+    """Raise ``ValueError`` naming the first array or attribute off the format."""
+    for name in ("tile_ids", "coords", "done"):
+        if name not in group:
+            msg = f"the array {name!r} is missing"
+            raise ValueError(msg)
+    for key in ("grid", "signature", "chunk_tiles", "embed_dim"):
+        if key not in attrs:
+            msg = f"the attribute {key!r} is missing"
+            raise ValueError(msg)
+    if not isinstance(attrs["grid"], dict) or not isinstance(attrs["signature"], dict):
+        msg = "the attributes 'grid' and 'signature' must be JSON objects"
+        raise ValueError(msg)
+    emb, ids, xy = group["embeddings"], group["tile_ids"], group["coords"]
+    n, d = ids.shape[0] if ids.ndim == 1 else -1, int(attrs["embed_dim"])
+    want = {
+        "embeddings": (emb, (n, d), "f"),
+        "tile_ids": (ids, (n,), "iu"),
+        "coords": (xy, (n, 2), "iu"),
+        "done": (group["done"], None, "b"),
+    }
+    for name, (arr, shape, kinds) in want.items():
+        if (shape is not None and tuple(arr.shape) != shape) or (
+            np.dtype(arr.dtype).kind not in kinds
+        ):
+            msg = (
+                f"the array {name!r} has shape {tuple(arr.shape)} and dtype "
+                f"{arr.dtype}; expected {shape or '(n_chunks,)'} of kind {kinds!r}"
+            )
+            raise ValueError(msg)
 
 
 def _as_store(store: EmbeddingStore | str | os.PathLike) -> EmbeddingStore:

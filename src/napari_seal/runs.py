@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_seal.errors import CheckpointError, OutputPathError
+from napari_seal.errors import CheckpointError, OutputPathError, SealError
 
 if TYPE_CHECKING:
     import torch
@@ -330,6 +330,7 @@ def load_run(path: str | Path, *, device: Any = None, merge: bool = True) -> Sea
         resume it with ``napari-seal train ... --resume``) or a file is missing.
     """
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from napari_seal.models.lora import load_adapters, merge_lora
@@ -354,11 +355,22 @@ def load_run(path: str | Path, *, device: Any = None, merge: bool = True) -> Sea
         if not (run / name).is_file():
             msg = f"run {run} lacks {name}; the run directory is damaged, retrain it"
             raise CheckpointError(msg)
-    config = TrainConfig.from_dict(json.loads((run / CONFIG).read_text()))
-    info = (
-        json.loads((run / RUN_INFO).read_text()) if (run / RUN_INFO).is_file() else {}
-    )
-    panel = GenePanel.load(run / PANEL)
+    try:
+        config = TrainConfig.from_dict(json.loads((run / CONFIG).read_text()))
+        info = (
+            json.loads((run / RUN_INFO).read_text())
+            if (run / RUN_INFO).is_file()
+            else {}
+        )
+        panel = GenePanel.load(run / PANEL)
+    except SealError:
+        raise
+    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError, bad text
+        msg = (
+            f"run {run} has an unreadable {CONFIG}, {RUN_INFO} or {PANEL} ({err}); "
+            "the run directory is damaged: restore it or retrain"
+        )
+        raise CheckpointError(msg) from err
     torch.manual_seed(
         config.seed
     )  # random-init base encoders (test-vit) rebuild identically
@@ -367,7 +379,11 @@ def load_run(path: str | Path, *, device: Any = None, merge: bool = True) -> Sea
     encoder.module = merge_lora(peft_model) if merge else peft_model
     encoder.module.eval()
     omics, decoder = build_heads(config, encoder.embed_dim, len(panel))
-    heads = load_file(str(run / HEADS))
+    try:
+        heads = load_file(str(run / HEADS))
+    except (SafetensorError, OSError) as err:  # e.g. a pickle renamed: never unpickled
+        msg = f"{run / HEADS} is not a readable safetensors file ({err}); retrain it"
+        raise CheckpointError(msg) from err
     for name, mod in (("omics", omics), ("decoder", decoder)):
         sub = split_prefixed(heads, name)
         try:

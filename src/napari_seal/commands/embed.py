@@ -106,6 +106,12 @@ def _check(args: argparse.Namespace) -> None:
     if args.max_tiles is not None and args.max_tiles < 1:
         msg = f"--max-tiles must be at least 1, got {args.max_tiles}"
         raise BadInputError(msg)
+    if not args.scheduler_timeout > 0:
+        msg = (
+            "--scheduler-timeout must be a positive number of seconds, got "
+            f"{args.scheduler_timeout}"
+        )
+        raise BadInputError(msg)
     if args.mpp is not None and args.mpp <= 0:
         msg = f"--mpp must be positive (um per pixel), got {args.mpp}"
         raise BadInputError(msg)

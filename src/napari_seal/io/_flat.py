@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -50,6 +51,11 @@ CACHE_FORMAT = 1
 CHUNK_PX = 512
 _PIL_LOCK = threading.Lock()
 
+# Fewest file bytes per claimed pixel a real JPEG/PNG can have: deflate never
+# compresses beyond ~1032:1 (PNG, >= 1 byte per pixel) and a blank baseline JPEG still
+# costs ~1/64 byte per pixel. A smaller file is a corrupt header or a truncated file,
+# refused before a decoder allocates (and fills with grey) the claimed size.
+_MIN_BYTES_PER_PX = 1 / 1100
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -176,6 +182,14 @@ def _decode_flat(path: Path) -> np.ndarray:
             f"but only {free / 2**30:.1f} GiB is free. Convert it to a tiled pyramidal "
             "TIFF (e.g. `vips tiffsave in.jpg out.tif --tile --pyramid`) and open "
             "that."
+        )
+        raise SlideReadError(msg)
+    size = path.stat().st_size
+    if size < w * h * _MIN_BYTES_PER_PX:
+        msg = (
+            f"{path} is {size} bytes but its header claims {w} x {h} px, which needs "
+            f"at least {math.ceil(w * h * _MIN_BYTES_PER_PX)} bytes; the header is "
+            "corrupt or the file is truncated: copy or download it again"
         )
         raise SlideReadError(msg)
     data = path.read_bytes()

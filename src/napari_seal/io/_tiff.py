@@ -53,6 +53,7 @@ _READ_ERRORS = (
     RuntimeError,
     NotImplementedError,
     TypeError,
+    ZeroDivisionError,  # a zero TileLength/TileWidth/RowsPerStrip in a damaged header
 )
 
 _OME_UNITS_UM = {
@@ -211,6 +212,20 @@ class TiffLevel:
         tile = self.handle.cache.get(ck)
         if tile is not None:
             return tile
+        try:
+            tile = self._decode_tile(iy, ix)
+        except _READ_ERRORS as err:
+            # a damaged tile in the middle of the file is only found when read
+            msg = (
+                f"cannot decode tile ({iy}, {ix}) of level {self.level} of "
+                f"{self.handle.path} ({type(err).__name__}: {err}); the file is "
+                "corrupt: copy or download it again"
+            )
+            raise TiffUnreadableError(msg) from err
+        self.handle.cache.put(ck, tile)
+        return tile
+
+    def _decode_tile(self, iy: int, ix: int) -> np.ndarray:
         ny, nx = self.grid
         base = iy * nx + ix
         if self.planar:
@@ -226,9 +241,7 @@ class TiffLevel:
                 tile = np.full((*self.seg, 3), 255, np.uint8)
             else:
                 tile = seg[..., :3]
-        tile = np.ascontiguousarray(tile, dtype=np.uint8)
-        self.handle.cache.put(ck, tile)
-        return tile
+        return np.ascontiguousarray(tile, dtype=np.uint8)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Return pixels ``[y0, y1) x [x0, x1)`` (inside the image) as uint8 RGB."""

@@ -81,6 +81,12 @@ def sample_from_st(
     chosen, source, fit = resolve_mpp(st, slide, mpp=mpp)
     if slide.mpp != chosen or slide.mpp_source != source:
         slide = slide.with_mpp(chosen, source=source)
+    if spot_diameter_um is not None and not 0 < spot_diameter_um < float("inf"):
+        msg = (
+            "--spot-diameter-um must be a positive number of micrometres (Visium 55, "
+            f"legacy ST 100), got {spot_diameter_um}"
+        )
+        raise BadInputError(msg)
     spot = spot_diameter_um if spot_diameter_um is not None else st.spot_diameter_um
     if spot is None or not spot > 0:
         msg = (

@@ -168,7 +168,10 @@ def read_table(
         )
         raise SpatialDataError(msg) from err
     if df.shape[0] == 0 or df.shape[1] == 0:
-        msg = f"the {role} {path} is empty; give a table with one row per spot"
+        msg = (
+            f"the {role} {path} has {df.shape[0]} rows and {df.shape[1]} columns; give "
+            "a table with one row per spot (and one column per gene for counts)"
+        )
         raise SpatialDataError(msg)
     return df
 
@@ -177,7 +180,17 @@ def _as_counts_matrix(values: np.ndarray, *, where: str, warn_non_integer: bool 
     """Check counts (finite, non-negative) and return CSR float32."""
     import scipy.sparse as sp
 
-    mat = values.tocsr() if sp.issparse(values) else sp.csr_matrix(np.asarray(values))
+    dense = None if sp.issparse(values) else np.asarray(values)
+    dtype = values.dtype if dense is None else dense.dtype
+    if dtype.kind not in "biuf":
+        msg = (
+            f"the counts in {where} are of type {dtype}, not numbers; store raw counts "
+            "as integers or floats"
+        )
+        raise SpatialDataError(msg)
+    if dense is not None and dtype.kind == "f" and dtype.itemsize < 4:
+        dense = dense.astype(np.float32)  # float16: scipy.sparse refuses it
+    mat = values.tocsr() if dense is None else sp.csr_matrix(dense)
     data = np.asarray(mat.data, dtype=np.float64)
     if data.size and not np.isfinite(data).all():
         n_bad = int((~np.isfinite(data)).sum())
@@ -192,6 +205,12 @@ def _as_counts_matrix(values: np.ndarray, *, where: str, warn_non_integer: bool 
             f"{n_bad} counts in {where} are negative; import raw (non-negative) "
             "counts, "
             "not scaled or log-normalised values"
+        )
+        raise SpatialDataError(msg)
+    if data.size and data.max() > np.finfo(np.float32).max:
+        msg = (
+            f"counts in {where} reach {data.max():.3g}, beyond float32; raw counts are "
+            "integers: import the raw count matrix, not scaled values"
         )
         raise SpatialDataError(msg)
     if warn_non_integer and data.size and not np.array_equal(data, np.round(data)):
@@ -244,7 +263,16 @@ def build_adata(
             obs_df[str(col)] = np.asarray(values)
     var = var.copy()
     var.index = var.index.astype(str)
-    adata = ad.AnnData(X=x, obs=obs_df, var=var)
+    with warnings.catch_warnings():  # duplicated gene names: handled just below
+        warnings.filterwarnings("ignore", "Variable names are not unique")
+        adata = ad.AnnData(X=x, obs=obs_df, var=var)
+    if not adata.var_names.is_unique:  # as scanpy's readers do; every gene is kept
+        dup = adata.var_names[adata.var_names.duplicated()].unique()
+        warn_dropped(
+            f"{len(dup)} gene name(s) in {where} appear more than once (e.g. "
+            f"{str(dup[0])!r}); renamed the repeats GENE-1, GENE-2... (all kept)"
+        )
+        adata.var_names_make_unique()
     adata.obsm["spatial"] = np.asarray(spatial_xy, dtype=np.float64)
     return adata
 

@@ -136,7 +136,7 @@ def read_legacy_st(
         raise SpatialDataError(msg)
     spot_keys = pd.Index(
         [
-            _canonical_id(f"{x:g}x{y:g}")
+            _canonical_id(f"{x:g}x{y:g}") or f"{x:g}x{y:g}"
             for x, y in zip(table["x"], table["y"], strict=True)
         ]
     )

@@ -179,9 +179,10 @@ def _choose_image(
             warnings.warn(msg, UserWarning, stacklevel=4)
             continue
         key = f"tissue_{res}_scalef"
-        if key not in scalefactors or not scalefactors[key] > 0:
+        if key not in scalefactors or not 0 < scalefactors[key] < np.inf:
             msg = (
-                f"{key} is missing in scalefactors_json.json; restore the file or pass "
+                f"{key} is missing (or not a positive number) in "
+                "scalefactors_json.json; restore the file or pass "
                 "--image FULLRES"
             )
             raise SpatialDataError(msg)

@@ -98,6 +98,17 @@ def parse_seal_vision_keys(state: dict[str, torch.Tensor]) -> SealVisionKeys:
         When the file holds no peft-wrapped encoder, several adapter names, or a layer
         with only one of ``lora_A``/``lora_B``.
     """
+    bad = (
+        [type(state).__name__]
+        if not isinstance(state, dict)
+        else [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    )
+    if bad:
+        msg = (
+            f"the SEAL checkpoint is not a plain dict of tensors ({bad[:3]} are not "
+            "tensors); pass an official seal_<backbone>_vision.pth file"
+        )
+        raise CheckpointError(msg)
     out = SealVisionKeys()
     adapters: set[str] = set()
     n_encoder = 0

@@ -106,7 +106,18 @@ def load_state_dict_file(
                 "torch.save(model.state_dict(), FILE) where you trust it"
             )
             raise WeightsError(msg) from err
-        except (RuntimeError, EOFError, ValueError, OSError, KeyError) as err:
+        # garbage (a text file, random bytes) makes the weights-only unpickler fail
+        # with whatever its parser hits first, IndexError included
+        except (
+            RuntimeError,
+            EOFError,
+            ValueError,
+            OSError,
+            KeyError,
+            IndexError,
+            TypeError,
+            AttributeError,
+        ) as err:
             msg = (
                 f"cannot read {path} as a PyTorch or safetensors weight file ({err}); "
                 "the file is damaged or of another kind, download it again"
@@ -394,6 +405,18 @@ def build_and_load(
     diff = diff_state_dict(module, state, optional=optional)
     if diff:
         raise _mismatch_error(diff, raw=raw, spec=spec, source=source)
+    not_float = [
+        k
+        for k, v in state.items()
+        if expected[k].is_floating_point() and not v.is_floating_point()
+    ]
+    if not_float:
+        msg = (
+            f"weights {source or spec.name} store {len(not_float)} parameter(s) as "
+            f"{state[not_float[0]].dtype}, not floating point (first: {not_float[0]}); "
+            "the file is damaged or was quantised: give the original float weights"
+        )
+        raise WeightsError(msg)
     for key, value in state.items():
         want = expected[key].dtype
         if value.dtype != want and value.is_floating_point():

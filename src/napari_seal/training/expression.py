@@ -83,7 +83,14 @@ def parse_gene_list(value: str | Path | Iterable[str] | None) -> tuple[str, ...]
                 "an existing text file with one gene per line"
             )
             raise BadInputError(msg)
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as err:
+            msg = (
+                f"cannot read the gene list file {path} ({err}); pass a UTF-8 text "
+                "file with one gene per line, or genes as G1,G2"
+            )
+            raise BadInputError(msg) from err
         items: Iterable[str] = re.split(r"[,\s;]+", text)
     elif isinstance(value, str):
         items = value.split(",")
