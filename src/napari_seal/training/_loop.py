@@ -16,6 +16,7 @@ import torch
 from napari_seal.errors import TrainingConfigError
 from napari_seal.progress import Progress
 from napari_seal.training._fold import fold_frozen_batchnorm
+from napari_seal.training._prefix import cached_views
 from napari_seal.training._state import (
     _evaluate,
     _rng_state,
@@ -25,6 +26,7 @@ from napari_seal.training._state import (
     _write_final,
     _write_start,
     init_heads,
+    keep_torch_threads,
 )
 from napari_seal.training.events import (
     CheckpointEvent,
@@ -140,9 +142,10 @@ def run(
             "processes; use a multiple of the process count"
         )
         raise TrainingConfigError(msg)
-    panel, encoder, train_pairs, eval_pairs = yield from _prepare(
-        samples, out, config, resume=resume
-    )
+    with keep_torch_threads():  # scanpy's HVG resets them (see _state.py)
+        panel, encoder, train_pairs, eval_pairs = yield from _prepare(
+            samples, out, config, resume=resume
+        )
     bs = config.batch_size
     if len(train_pairs) < bs:
         msg = (
@@ -174,7 +177,7 @@ def run(
     log.debug("folded %d frozen BatchNorm layers", n_folded)
     views, offsets, dummy = None, None, None
     if config.augment_views > 0:
-        views = yield from _cached_views(
+        views = yield from cached_views(
             core, train_pairs, lora_spec, config, encoder, device
         )
     if views is not None:
@@ -430,10 +433,11 @@ def run(
                         message=f"held-out acc {metrics_ev['acc']:.0%}",
                     )
                 )
+            emit(ep_event)  # logged first: a kill before the checkpoint replays it
             ck = save("epoch")
             barrier()
             yield emit(ck)
-            yield emit(ep_event)
+            yield ep_event
             t_epoch = time.perf_counter()
         if last_ckpt != pos["global_step"]:
             ck = save("final")
@@ -460,46 +464,3 @@ def run(
     )
     return out
 
-
-def _cached_views(core, pairs, lora_spec, config, encoder, device):
-    """Split the encoder at its first adapted block and cache K augmented views.
-
-    Returns the ``(K, N, ...)`` activations, or ``None`` (full forward) when the
-    encoder cannot be split or the cache would be too large.
-    """
-    from napari_seal.training._prefix import find_split, precompute_views
-
-    norm = (
-        torch.tensor(encoder.mean, device=device).view(1, 3, 1, 1),
-        torch.tensor(encoder.std, device=device).view(1, 3, 1, 1),
-    )
-    check = torch.from_numpy(pairs.images[:4]).permute(0, 3, 1, 2).float() / 255.0
-    check = ((check.to(device) - norm[0]) / norm[1]).contiguous(
-        memory_format=torch.channels_last
-    )
-    split = find_split(core.encoder, block_regex=lora_spec.block_regex, check=check)
-    if split is None:
-        return None
-    n_views = config.augment_views
-    for k, cache in precompute_views(
-        split,
-        pairs.images,
-        n_views=n_views,
-        mode=config.augment,
-        seed=config.seed,
-        norm=norm,
-        device=device,
-    ):
-        if cache is not None:
-            core.split = split
-            return cache
-        if k == 0:
-            return None
-        yield Progress(
-            stage="prepare",
-            done=k,
-            total=n_views,
-            unit="views",
-            message=f"augmented view {k}/{n_views} through the frozen layers",
-        )
-    return None

@@ -26,6 +26,8 @@ import re
 import torch
 from torch import nn
 
+from napari_seal.progress import Progress
+
 __all__ = ["PrefixSplit", "find_split", "precompute_views"]
 
 log = logging.getLogger(__name__)
@@ -207,3 +209,45 @@ def _normalised(images, norm, device) -> torch.Tensor:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     x = (x.to(device) - norm[0]) / norm[1]
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def cached_views(core, pairs, lora_spec, config, encoder, device):
+    """Split the encoder at its first adapted block and cache K augmented views.
+
+    Returns the ``(K, N, ...)`` activations, or ``None`` (full forward) when the
+    encoder cannot be split or the cache would be too large.
+    """
+    norm = (
+        torch.tensor(encoder.mean, device=device).view(1, 3, 1, 1),
+        torch.tensor(encoder.std, device=device).view(1, 3, 1, 1),
+    )
+    check = torch.from_numpy(pairs.images[:4]).permute(0, 3, 1, 2).float() / 255.0
+    check = ((check.to(device) - norm[0]) / norm[1]).contiguous(
+        memory_format=torch.channels_last
+    )
+    split = find_split(core.encoder, block_regex=lora_spec.block_regex, check=check)
+    if split is None:
+        return None
+    n_views = config.augment_views
+    for k, cache in precompute_views(
+        split,
+        pairs.images,
+        n_views=n_views,
+        mode=config.augment,
+        seed=config.seed,
+        norm=norm,
+        device=device,
+    ):
+        if cache is not None:
+            core.split = split
+            return cache
+        if k == 0:
+            return None
+        yield Progress(
+            stage="prepare",
+            done=k,
+            total=n_views,
+            unit="views",
+            message=f"augmented view {k}/{n_views} through the frozen layers",
+        )
+    return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,23 @@ def init_heads(omics, decoder, mean, config: TrainConfig) -> None:
             decoder.net[3].bias.copy_(m)
         if config.vae_logvar_init is not None:
             omics.fc_logvar.bias.fill_(float(config.vae_logvar_init))
+
+
+@contextlib.contextmanager
+def keep_torch_threads() -> Iterator[None]:
+    """Restore torch's intra-op thread count after the block.
+
+    scanpy's HVG selection (``build_panel``) runs numba-parallel code whose OpenMP
+    pool resets the process's thread count to numba's (the logical CPU count). A
+    resumed run loads ``panel.json`` and skips it, so without this the two would
+    train with different thread counts, which rounds differently: a resumed run
+    would not end with the straight run's weights (issue 7, found by killing runs).
+    """
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _rng_state(aug_gen: torch.Generator, device: torch.device) -> dict[str, Any]:
