@@ -15,7 +15,79 @@ from typing import Any
 from napari_seal.errors import BadInputError
 from napari_seal.progress import Progress
 
-__all__ = ["iter_embed_paths", "iter_finetune"]
+__all__ = ["iter_embed_paths", "iter_finetune", "warm_imports"]
+
+# The third-party packages each job imports lazily, by job kind. Loading a compiled
+# extension (``dlopen``) holds the interpreter lock for its whole duration (up to 2 s
+# each on a loaded 2-core machine), so a worker thread importing them freezes the GUI
+# thread; the widgets import them when they are built instead. A test runs each job
+# after ``warm_imports`` and fails if the job still imports a new compiled module.
+_HEAVY = {
+    "embed": (
+        "torch",
+        "torchvision",
+        "timm",
+        "safetensors.torch",
+        "zarr",
+        "tifffile",
+        "imagecodecs",
+        # tifffile loads the codec of a slide's tiles at the first read
+        "imagecodecs._shared",
+        "imagecodecs._jpeg8",
+        "imagecodecs._imcd",
+        "imagecodecs._zlib",
+        "imagecodecs._deflate",
+        "imagecodecs._jpeg2k",
+        "napari_seal.embed",
+        "napari_seal.models.encoders",
+        "napari_seal.models.inference",
+        "napari_seal.runs",
+    ),
+    "train": (
+        "peft",
+        "scanpy",
+        "numba.np.ufunc.omppool",
+        "sklearn.linear_model",
+        "scipy.optimize",
+        "scipy.interpolate",
+        "scipy.integrate",
+        "matplotlib.pyplot",
+        "napari_seal.training.trainer",
+        "napari_seal.models.lora",
+        "napari_seal.evaluate",
+    ),
+    "query": ("napari_seal.retrieval", "napari_seal.predict"),
+}
+_KIND_DEPS = {
+    "embed": ("embed",),
+    "train": ("embed", "train"),
+    "query": ("embed", "query"),
+}
+
+
+def warm_imports(kind: str) -> list[str]:
+    """Import now what a ``kind`` job ("embed", "train", "query") would import later.
+
+    Returns the module names imported by this call (empty when all were loaded).
+    Modules that are not installed are skipped: the job itself reports that.
+    """
+    import importlib
+    import sys
+
+    if kind not in _KIND_DEPS:
+        msg = f"unknown job kind {kind!r}; use one of {', '.join(_KIND_DEPS)}"
+        raise BadInputError(msg)
+    done = []
+    for group in _KIND_DEPS[kind]:
+        for name in _HEAVY[group]:
+            if name in sys.modules:
+                continue
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                continue
+            done.append(name)
+    return done
 
 
 def iter_finetune(

@@ -3,7 +3,13 @@
 from pathlib import Path
 
 from qtpy.QtWidgets import (
-    QComboBox, QFormLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -60,8 +66,9 @@ class EmbedWidget(QWidget):
 
     def _fill_encoders(self) -> None:
         # Import the embedding stack now, not in the worker (see FinetuneWidget).
-        import napari_seal.embed  # noqa: F401
-        import napari_seal.runs  # noqa: F401
+        from napari_seal.jobs import warm_imports
+
+        warm_imports("embed")
         from napari_seal.models.registry import list_encoders
 
         for spec in list_encoders():

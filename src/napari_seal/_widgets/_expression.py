@@ -4,8 +4,15 @@ from pathlib import Path
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QCompleter, QFormLayout, QLabel, QLineEdit, QPushButton,
-    QVBoxLayout, QWidget,
+    QCheckBox,
+    QComboBox,
+    QCompleter,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from napari_seal._widgets import _tooltips as tips
@@ -21,6 +28,10 @@ class ExpressionWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        # load torch & co. now, not in a worker (see napari_seal.jobs.warm_imports)
+        from napari_seal.jobs import warm_imports
+
+        warm_imports("query")
         self.store = None
         self.head = None
         self.last_r = None
@@ -107,8 +118,11 @@ class ExpressionWidget(QWidget):
             self._compare(gene)
 
     def _compare(self, gene: str) -> None:
-        from napari_seal.predict import compare_at_spots, measured_expression
-        from napari_seal.predict import spot_predictions
+        from napari_seal.predict import (
+            compare_at_spots,
+            measured_expression,
+            spot_predictions,
+        )
 
         spots = [layer for layer in self.viewer.layers
                  if layer.metadata.get("napari_seal", {}).get("kind") == "spots"]

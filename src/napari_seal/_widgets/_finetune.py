@@ -3,12 +3,22 @@
 from pathlib import Path
 
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-    QListWidget, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from napari_seal._widgets import _tooltips as tips
-from napari_seal._widgets._common import Job, notify_error, show_info
+from napari_seal._widgets._common import Job, show_info
 from napari_seal._widgets._plots import BarChart, LossPlot
 
 
@@ -76,10 +86,12 @@ class FinetuneWidget(QWidget):
         self.cancel_button.clicked.connect(self._on_cancel)
 
     def _fill_choices(self) -> None:
-        # Import the training stack (torch, timm, peft) now, while no job runs:
-        # imports hold the interpreter lock for long stretches and would stall the
-        # event loop if the worker thread did them.
-        import napari_seal.training.trainer  # noqa: F401
+        # Import the training stack (torch, timm, peft, scanpy) now, while no job runs:
+        # loading compiled modules holds the interpreter lock for long stretches and
+        # would stall the event loop if the worker thread did it.
+        from napari_seal.jobs import warm_imports
+
+        warm_imports("train")
         from napari_seal.models.registry import list_encoders
         from napari_seal.training.config import PRESETS, preset_for_device
 

@@ -6,8 +6,16 @@ import numpy as np
 from qtpy.QtCore import QSize
 from qtpy.QtGui import QIcon, QImage, QPixmap
 from qtpy.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QListWidget,
-    QListWidgetItem, QPushButton, QVBoxLayout, QWidget,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from napari_seal._widgets import _tooltips as tips
@@ -29,6 +37,10 @@ class QueryWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        # load torch & co. now, not in a worker (see napari_seal.jobs.warm_imports)
+        from napari_seal.jobs import warm_imports
+
+        warm_imports("query")
         self.result = None
         self.top = None
         self.lookup_result = None

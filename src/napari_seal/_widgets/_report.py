@@ -38,9 +38,8 @@ def render_report(result, *, show: bool = False) -> Path:
     import napari
 
     from napari_seal.io.hest import load_sample
-    from napari_seal.layers import sample_layers
+    from napari_seal.layers import query_layers, sample_layers
     from napari_seal.predict import expression_head, expression_image, open_store
-    from napari_seal.layers import query_layers
     from napari_seal.retrieval import read_scores
     from napari_seal.runs import load_run
 
