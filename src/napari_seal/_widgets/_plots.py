@@ -18,6 +18,7 @@ class LossPlot(FigureCanvasQTAgg):
         self.figure.subplots_adjust(left=0.14, right=0.97, top=0.95, bottom=0.17)
         super().__init__(self.figure)
         self.ax = self.figure.add_subplot(111)
+        self.setMinimumHeight(200)
         self.series: dict[str, tuple[list[int], list[float]]] = {}
         self.lines: dict = {}
         self._min_redraw_s = min_redraw_s
@@ -25,13 +26,15 @@ class LossPlot(FigureCanvasQTAgg):
         self.clear()
 
     def clear(self) -> None:
+        had_data = bool(self.series)
         self.series.clear()
         self.lines.clear()
         self.ax.clear()
         self.ax.set_xlabel("step", fontsize=8)
         self.ax.set_ylabel("loss", fontsize=8)
         self.ax.tick_params(labelsize=7)
-        self.draw_idle()
+        if had_data:  # an empty plot is already drawn; a draw is ~70 ms of GUI thread
+            self.draw_idle()
 
     def add(self, step: int, terms: dict[str, float], *, force: bool = False) -> None:
         for name, value in terms.items():
@@ -61,9 +64,14 @@ class BarChart(FigureCanvasQTAgg):
     """Grouped bars, e.g. mean Pearson of SEAL vs the frozen encoder per target mode."""
 
     def __init__(self):
-        self.figure = Figure(figsize=(4, 2.4), tight_layout=True)
+        # fixed margins: tight_layout re-measures every text on each draw (and each
+        # dock resize), ~100 ms of the GUI thread
+        self.figure = Figure(figsize=(4, 2.4))
+        self.figure.subplots_adjust(left=0.16, right=0.97, top=0.88, bottom=0.2)
         super().__init__(self.figure)
         self.ax = self.figure.add_subplot(111)
+        self.setMinimumHeight(200)
+        self.hide()  # shown with the first result: an empty chart only takes room
 
     def show_bars(self, values: dict[str, float], *, ylabel: str, title: str = "") -> None:
         self.ax.clear()
@@ -75,7 +83,8 @@ class BarChart(FigureCanvasQTAgg):
         self.ax.set_ylabel(ylabel)
         if title:
             self.ax.set_title(title, fontsize=8)
-        for bar, h in zip(bars, heights):
+        for bar, h in zip(bars, heights, strict=True):
             self.ax.text(bar.get_x() + bar.get_width() / 2, h, f"{h:.3f}",
                          ha="center", va="bottom", fontsize=7)
+        self.show()
         self.draw_idle()
