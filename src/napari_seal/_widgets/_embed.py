@@ -5,7 +5,6 @@ from pathlib import Path
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -14,7 +13,13 @@ from qtpy.QtWidgets import (
 )
 
 from napari_seal._widgets import _tooltips as tips
-from napari_seal._widgets._common import Job, notify_error, source_layers
+from napari_seal._widgets._common import (
+    Job,
+    notify_error,
+    source_layers,
+    status_label,
+    warm_progress_ui,
+)
 from napari_seal.errors import SealError
 
 
@@ -49,8 +54,8 @@ class EmbedWidget(QWidget):
         self.run_button = QPushButton("Embed")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = status_label()
+        warm_progress_ui()
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.run_button)

@@ -18,7 +18,12 @@ from qtpy.QtWidgets import (
 )
 
 from napari_seal._widgets import _tooltips as tips
-from napari_seal._widgets._common import Job, show_info
+from napari_seal._widgets._common import (
+    Job,
+    show_info,
+    status_label,
+    warm_progress_ui,
+)
 from napari_seal._widgets._plots import BarChart, LossPlot
 
 
@@ -52,8 +57,8 @@ class FinetuneWidget(QWidget):
         self.train_button = QPushButton("Train")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = status_label()
+        warm_progress_ui()
         self.loss_plot = LossPlot()
         self.bars = BarChart()
         buttons = QHBoxLayout()
