@@ -97,6 +97,7 @@ def _finetune_in_background(make_napari_viewer, qtbot, tmp_path, budget_ms):
     widget.steps_spin.setValue(4)
     widget.out_edit.setText(str(tmp_path / "run"))
     widget.bench_check.setChecked(False)
+    qtbot.wait(500)  # let the set-up's own repaints (docks, layers) finish first
     probe = LatenessProbe()
     probe.start()
     widget.train_button.click()
@@ -168,6 +169,7 @@ def _embed_in_background(make_napari_viewer, qtbot, tmp_path, tiny_run, budget_m
     embed.offer_run(tiny_run)
     expr.offer_run(tiny_run)
     embed.store_edit.setText(str(tmp_path / "e.zarr"))
+    qtbot.wait(500)  # let the set-up's own repaints (docks, layers) finish first
     probe = LatenessProbe()
     probe.start()
     embed.run_button.click()
