@@ -169,9 +169,9 @@ def embed_in_viewer(
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_seal._widgets._common import Job
+    from napari_seal._widgets._common import Job, warm_progress_ui
     from napari_seal.embed import iter_embed
-    from napari_seal.jobs import iter_embed_paths
+    from napari_seal.jobs import iter_embed_paths, warm_imports
 
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
@@ -191,6 +191,13 @@ def embed_in_viewer(
     timer.timeout.connect(tick)
     try:
         viewer.add_image(np.zeros((64, 64), np.uint8), name="placeholder")
+        # what the Embed widget does when it is built, then let the viewer settle
+        warm_imports("embed")
+        warm_progress_ui()
+        settle = time.perf_counter()
+        while time.perf_counter() - settle < 0.5:
+            app.processEvents()
+            time.sleep(0.002)
         t0 = time.perf_counter()
         with sampler:
             if max_tiles is None:  # exactly what the Embed widget starts
