@@ -132,3 +132,29 @@ for name, p in cases.items():
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print("RSS_JUMP_MB", (peak - base) / 1024)
 """
+
+
+def legacy_tables(*, step_px: float = 290.0):
+    """A 3 x 3 legacy-ST counts table (``"XxY"`` ids, genes G1, G2) and its spot table.
+
+    Array coordinates x in 3..5, y in 4..6; ``step_px`` pixels per array step.
+    """
+    import numpy as np
+    import pandas as pd
+
+    ids = [(x, y) for x in range(3, 6) for y in range(4, 7)]
+    counts = pd.DataFrame(
+        np.arange(len(ids) * 2).reshape(-1, 2),
+        columns=["G1", "G2"],
+        index=[f"{x}x{y}" for x, y in ids],
+    )
+    spots = pd.DataFrame(
+        {
+            "x": [i[0] for i in ids],
+            "y": [i[1] for i in ids],
+            "pixel_x": [i[0] * step_px for i in ids],
+            "pixel_y": [i[1] * step_px for i in ids],
+            "selected": 1,
+        }
+    )
+    return counts, spots

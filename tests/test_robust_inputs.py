@@ -23,7 +23,13 @@ import pandas as pd
 import pytest
 import tifffile
 from PIL import Image
-from robust_helpers import HUGE_HEADERS_SCRIPT, digest, refused, writable_copy
+from robust_helpers import (
+    HUGE_HEADERS_SCRIPT,
+    digest,
+    legacy_tables,
+    refused,
+    writable_copy,
+)
 
 from napari_seal.errors import (
     BadInputError,
@@ -270,27 +276,8 @@ def test_h5ad_duplicate_gene_names_are_kept_and_renamed(tmp_path, small_png):
 # -- legacy ST tables --------------------------------------------------------
 
 
-def _tables():
-    ids = [(x, y) for x in range(3, 6) for y in range(4, 7)]
-    counts = pd.DataFrame(
-        np.arange(len(ids) * 2).reshape(-1, 2),
-        columns=["G1", "G2"],
-        index=[f"{x}x{y}" for x, y in ids],
-    )
-    spots = pd.DataFrame(
-        {
-            "x": [i[0] for i in ids],
-            "y": [i[1] for i in ids],
-            "pixel_x": [i[0] * 100.0 for i in ids],
-            "pixel_y": [i[1] * 100.0 for i in ids],
-            "selected": 1,
-        }
-    )
-    return counts, spots
-
-
 def _legacy_case(name):
-    c, s = _tables()
+    c, s = legacy_tables(step_px=100.0)
     raw_c = raw_s = None
     if name == "string_counts":
         c["G1"] = c["G1"].astype(str) + "x"
@@ -357,7 +344,7 @@ def test_legacy_st_bad_tables(tmp_path, small_png, case):
 def test_legacy_st_bad_pixel_coordinates(tmp_path, how):
     from napari_seal.io.convert import import_sample
 
-    c, s = _tables()
+    c, s = legacy_tables(step_px=100.0)
     s["pixel_x"] = s["pixel_x"].astype(object)
     s.loc[0, "pixel_x"] = np.nan if how == "nan" else "abc"
     cp, sp_ = tmp_path / "counts.tsv", tmp_path / "spots.tsv"

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from robust_helpers import legacy_tables
 
 from napari_seal.errors import BadInputError, MppUnknownError, SpatialDataError
 from napari_seal.io.grid import (
@@ -304,27 +305,8 @@ def _write_legacy(tmp_path, counts: pd.DataFrame, spots: pd.DataFrame):
     return tmp_path / "c.tsv", tmp_path / "s.tsv"
 
 
-def _small_tables():
-    ids = [(x, y) for x in range(3, 6) for y in range(4, 7)]
-    counts = pd.DataFrame(
-        np.arange(len(ids) * 2).reshape(-1, 2),
-        columns=["G1", "G2"],
-        index=[f"{x}x{y}" for x, y in ids],
-    )
-    spots = pd.DataFrame(
-        {
-            "x": [i[0] for i in ids],
-            "y": [i[1] for i in ids],
-            "pixel_x": [i[0] * 290.0 for i in ids],
-            "pixel_y": [i[1] * 290.0 for i in ids],
-            "selected": 1,
-        }
-    )
-    return counts, spots
-
-
 def test_legacy_no_common_ids(tmp_path):
-    counts, spots = _small_tables()
+    counts, spots = legacy_tables()
     spots["x"] += 100
     c, s = _write_legacy(tmp_path, counts, spots)
     with pytest.raises(SpatialDataError, match="share no spot id.*same section"):
@@ -332,7 +314,7 @@ def test_legacy_no_common_ids(tmp_path):
 
 
 def test_legacy_duplicate_ids(tmp_path):
-    counts, spots = _small_tables()
+    counts, spots = legacy_tables()
     c, s = _write_legacy(tmp_path, pd.concat([counts, counts.iloc[:1]]), spots)
     with pytest.raises(SpatialDataError, match="duplicate spot id '3x4'"):
         read_st("legacy-st", counts=c, spots=s)
@@ -344,7 +326,7 @@ def test_legacy_duplicate_ids(tmp_path):
 
 
 def test_legacy_negative_and_nan_counts(tmp_path):
-    counts, spots = _small_tables()
+    counts, spots = legacy_tables()
     counts.iloc[2, 1] = -3
     c, s = _write_legacy(tmp_path, counts, spots)
     with pytest.raises(SpatialDataError, match="negative"):
@@ -356,7 +338,7 @@ def test_legacy_negative_and_nan_counts(tmp_path):
 
 
 def test_legacy_missing_columns(tmp_path):
-    counts, spots = _small_tables()
+    counts, spots = legacy_tables()
     c, s = _write_legacy(tmp_path, counts, spots.drop(columns=["pixel_y"]))
     with pytest.raises(SpatialDataError, match="lacks column.*pixel_y"):
         read_st("legacy-st", counts=c, spots=s)
