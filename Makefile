@@ -28,10 +28,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
 	$(PIP) install -q -e '.[all,test]'
-	@# triton (a dependency of CUDA torch builds, used only by torch.compile on GPUs)
-	@# bundles its own LLVM, which clashes with Mesa's llvmpipe OpenGL: importing it
-	@# after napari's canvas exists segfaults. This machine has no GPU: remove it.
-	$(PIP) uninstall -y -q triton || true
+	@# exactly what users install: plain pip, triton included (CUDA torch wheels bring
+	@# it); the package itself keeps triton's LLVM from clashing with Mesa's (docs/napari.md)
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -37,9 +37,9 @@ def child(size_px: int, encoder_name: str, n_tiles: int, batch_size: int) -> dic
     """Run in the subprocess: embed n_tiles of a size x size slide, measure RSS."""
     import numpy as np
 
-    from napari_seal.embed import embed
+    from napari_seal.embedding.run import embed
+    from napari_seal.models.factory import create_encoder
     from napari_seal.models.inference import encode_images
-    from napari_seal.models.registry import create_encoder
     from napari_seal.testing import synthetic_large_slide
 
     encoder = create_encoder(encoder_name)

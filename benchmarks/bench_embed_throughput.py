@@ -2,7 +2,7 @@
 
 For each slide (a real her2st section from ``../shared/data`` when present, and a
 generated 40k x 40k pyramidal JPEG TIFF) this embeds the first ``--tiles`` tissue tiles
-with :func:`napari_seal.embed.iter_embed` and divides its steady-state rate (from the
+with :func:`napari_seal.embedding.run.iter_embed` and divides its steady-state rate (from the
 first batch to the last, store set-up and tissue detection excluded; reported
 separately) by the model-only rate of :func:`~napari_seal.models.inference.
 encode_images` on the same number of tiles already in memory (same encoder, batch,
@@ -83,7 +83,7 @@ def model_only_rate(
 
 def end_to_end(slide, encoder, *, n_tiles: int, batch_size: int, workdir: Path) -> dict:
     """Embed the first n_tiles tissue tiles; return steady-state and total rates."""
-    from napari_seal.embed import iter_embed
+    from napari_seal.embedding.run import iter_embed
 
     store = Path(tempfile.mkdtemp(dir=workdir)) / "bench.zarr"
     t_start = time.perf_counter()
@@ -108,8 +108,8 @@ def end_to_end(slide, encoder, *, n_tiles: int, batch_size: int, workdir: Path) 
 
 def sample_tiles(slide, encoder, n: int) -> tuple[np.ndarray, float]:
     """The first n tissue tiles, and the single-thread read rate (tiles/s)."""
-    from napari_seal.embed import tiling_for
-    from napari_seal.tiling import make_tile_grid, read_tiles
+    from napari_seal.embedding.inputs import tiling_for
+    from napari_seal.tiling.grid import make_tile_grid, read_tiles
 
     grid = make_tile_grid(slide, config=tiling_for(encoder))
     index = np.arange(min(n, len(grid)))
@@ -121,7 +121,7 @@ def sample_tiles(slide, encoder, n: int) -> tuple[np.ndarray, float]:
 
 def big_tiff(workdir: Path, side_px: int) -> Path:
     """A generated side x side pyramidal JPEG TIFF (cached in workdir)."""
-    from napari_seal.io.tiff_writer import write_pyramidal_tiff
+    from napari_seal.io.slide.writer import write_pyramidal_tiff
     from napari_seal.testing import synthetic_large_slide
 
     path = workdir / f"synthetic-{side_px}.tif"
@@ -164,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from napari_seal.io.slide import open_slide
+    from napari_seal.io.slide.core import open_slide
+    from napari_seal.models.factory import create_encoder
     from napari_seal.models.inference import inference_precision
-    from napari_seal.models.registry import create_encoder
 
     torch.manual_seed(0)
     encoder = create_encoder(

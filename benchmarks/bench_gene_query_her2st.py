@@ -5,19 +5,30 @@ run trained on the other four (the default ``train`` configuration, the ``cpu``
 preset), this script scores on the held-out spots (spot-centred patches):
 
 Gene -> image, AUROC per gene of the query score against "the spot is in the top
-quartile of measured log1p CP10k" (``napari_seal.evaluate_retrieval``), over the 50
+quartile of measured log1p CP10k" (``napari_seal.evaluate.retrieval_metrics``), over the 50
 panel genes most variable in the held-out section plus ERBB2, GRB7, KRT19, CD74:
 
-- ``omics``: SEAL's gene query, the default: cosine with the omics embedding of the
-  query profile minus that of the all-mean profile;
-- ``omics-absolute``: the same without subtracting (``--no-contrast``);
+- ``omics-exemplar``: SEAL's omics route with exemplar query vectors: cosine with the
+  mean omics embedding of the training spots in the top quartile of the gene minus
+  the mean over all training spots (the run's reference bank; built from the
+  training sections for runs trained before banks existed);
+- ``omics-knn``: retrieval in the omics space: the mean measured z-score of the gene
+  over the 16 training spots nearest the patch (cosine of its image embedding with
+  their omics embeddings; the reliability map's neighbours);
+- ``omics-profile``: the first omics route: cosine with the omics embedding of a
+  synthetic profile (the gene 2 SD up, the rest at the mean) minus the all-mean one;
+- ``omics-absolute``: the profile route without subtracting (``--no-contrast``);
 - ``decoder``: SEAL's predicted expression of the gene (image->gene decoder);
 - ``frozen ridge``: the frozen ``default`` encoder's best analogue, a ridge probe
   (scaler, PCA 256, ridge with alpha chosen by inner leave-one-section-out,
-  ``napari_seal._probe``) fitted on the four training sections to predict log1p
+  ``napari_seal.predict.probe``) fitted on the four training sections to predict log1p
   CP10k, its prediction used as the score;
 - ``seal ridge``: the same probe on the SEAL encoder's features;
 - ``depth``: ``log1p`` total counts, the bar to clear.
+
+Reliability (``napari_seal.evaluate.reliability_metrics``): per gene, the AUROC of
+each uncertainty estimate of the reliability map for "the decoder's error at the spot
+is above the gene's median", with ``predicted magnitude`` and depth as baselines.
 
 Image -> expression, Recall@k within the held-out section: each spot's image
 retrieves among all its spots' measured (smoothed, panel) profiles; ``omics`` by
@@ -57,7 +68,27 @@ IMAGES = {
     "C5": "5714_HE_BT_E1.jpg",
     "C6": "5714_HE_BT_E2.jpg",
 }
-METHODS = ("omics", "omics-absolute", "decoder", "frozen ridge", "seal ridge", "depth")
+METHODS = (
+    "omics-exemplar",
+    "omics-knn",
+    "omics-profile",
+    "omics-absolute",
+    "decoder",
+    "frozen ridge",
+    "seal ridge",
+    "depth",
+)
+RELIABILITY = (
+    "spread",
+    "disagreement",
+    "spread+disagreement",
+    "expected-error",
+    "novelty",
+    "predicted magnitude",
+    "depth",
+)
+#: saved fold results of another version are recomputed
+FOLD_VERSION = 3
 RECALL_METHODS = ("omics", "decoder", "frozen ridge", "seal ridge")
 #: where the issue-3 benchmark leaves its imported sections and runs (under /tmp)
 SAMPLE_GLOBS = ("napari-seal-bench*/samples/{sec}/st", "*/bench/samples/{sec}/st")
@@ -151,7 +182,7 @@ def train_fold(samples, out: Path, *, max_steps: int | None) -> Path:
 
 
 def features(cache: Path, key: str, sample, encoder) -> np.ndarray:
-    from napari_seal.evaluate import spot_features
+    from napari_seal.predict.features import spot_features
     from napari_seal.progress import drain
 
     f = cache / f"{key}-{sample.name}-{sample.n_spots}.npy"
@@ -165,8 +196,8 @@ def features(cache: Path, key: str, sample, encoder) -> np.ndarray:
 
 def ridge_predictions(train_feats, train_samples, test_feats, genes) -> np.ndarray:
     """Ridge probe on log1p CP10k of ``genes`` (alpha by inner leave-one-out)."""
-    from napari_seal import _probe
-    from napari_seal.evaluate_retrieval import measured_log1p_cp10k
+    import napari_seal.predict.probe as _probe
+    from napari_seal.evaluate.retrieval_metrics import measured_log1p_cp10k
 
     targets = []
     for s in train_samples:
@@ -181,13 +212,23 @@ def ridge_predictions(train_feats, train_samples, test_feats, genes) -> np.ndarr
 
 
 def run_fold(held: str, samples: dict, run_dir: Path, workdir: Path) -> dict:
-    from napari_seal import evaluate_retrieval as ev
-    from napari_seal.models.registry import create_encoder
-    from napari_seal.runs import load_run
+    import dataclasses
+
+    import napari_seal.evaluate.retrieval_metrics as ev
+    from napari_seal.evaluate.reliability_metrics import evaluate_reliability
+    from napari_seal.models.factory import create_encoder
+    from napari_seal.training.reference_bank import bank_from_samples
+    from napari_seal.training.runs import load_run
 
     run = load_run(run_dir)
     genes = list(run.panel.genes)
     train_secs = [s for s in samples if s != held]
+    bank_source = "run"
+    if run.bank is None:
+        bank_source = "built from the training sections"
+        run = dataclasses.replace(
+            run, bank=bank_from_samples(run.panel, [samples[s] for s in train_secs])
+        )
     cache = workdir / "features"
     frozen = create_encoder(run.config.encoder)
     fz = {
@@ -204,35 +245,51 @@ def run_fold(held: str, samples: dict, run_dir: Path, workdir: Path) -> dict:
     seal_pred = ridge_predictions(
         [sz[s] for s in train_secs], [samples[s] for s in train_secs], sz[held], genes
     )
-    absolute = ev.gene_score_matrix(run, sz[held], genes, route="omics", contrast=False)
+
+    def omics(mode: str, contrast: bool = True) -> tuple[np.ndarray, list[str]]:
+        m = ev.gene_score_matrix(
+            run, sz[held], genes, route="omics", omics_query=mode, contrast=contrast
+        )
+        return m, genes
+
+    def knn_scores() -> tuple[np.ndarray, list[str]]:
+        from napari_seal.predict.reliability import neighbours
+        from napari_seal.training.reference_bank import bank_zscores
+
+        nb = neighbours(run, sz[held])
+        return bank_zscores(run)[nb.index].mean(axis=1), genes
+
     base = {"frozen ridge": (frozen_pred, genes), "seal ridge": (seal_pred, genes)}
     rep = ev.evaluate_gene_queries(
         run,
         test,
         embeddings=sz[held],
-        baselines={"omics-absolute": (absolute, genes), **base},
+        routes=("decoder",),
+        baselines={
+            "omics-exemplar": omics("exemplar"),
+            "omics-knn": knn_scores(),
+            "omics-profile": omics("profile"),
+            "omics-absolute": omics("profile", contrast=False),
+            **base,
+        },
     )
     rec = ev.evaluate_image_to_expression(
         run, test, embeddings=sz[held], baselines=base
     )
+    reliability = evaluate_reliability(run, test, embeddings=sz[held])
     log.warning("fold %s evaluated in %.0f s", held, time.perf_counter() - t0)
     return {
+        "version": FOLD_VERSION,
         "held_out": held,
         "run": str(run_dir),
+        "bank": bank_source,
+        "bank_spots": int(run.bank.n_spots),
         "config": run.config.to_dict(),
         "panel_size": len(genes),
         "gene_query": rep,
         "recall": rec,
+        "reliability": reliability,
     }
-
-
-def upgrade(fold: dict) -> dict:
-    """Rename the labels of folds saved before ``contrast`` became the default."""
-    m = fold["gene_query"]["methods"]
-    if "omics-contrast" in m:
-        m["omics-absolute"] = m.pop("omics")
-        m["omics"] = m.pop("omics-contrast")
-    return fold
 
 
 def summarise(folds: list[dict]) -> dict:
@@ -252,6 +309,10 @@ def summarise(folds: list[dict]) -> dict:
                 if np.isfinite(v):
                     marks.setdefault(g, []).append(v)
         out["markers"][m] = {g: float(np.mean(v)) for g, v in marks.items()}
+    out["reliability"] = {}
+    for m in RELIABILITY:
+        vals = [f["reliability"]["methods"][m]["mean"] for f in folds]
+        out["reliability"][m] = float(np.mean(vals))
     for m in RECALL_METHODS:
         for k in ("R@1", "R@5", "R@10", "chance@10"):
             vals = [f["recall"][m][k] for f in folds if m in f["recall"]]
@@ -283,6 +344,23 @@ def table(folds: list[dict], summary: dict) -> str:
                 for g in ("ERBB2", "GRB7", "KRT19", "CD74")
             )
             + " |"
+        )
+    lines += [
+        "",
+        "Reliability: AUROC of each uncertainty for 'the decoder's error is above the "
+        "gene's median' (mean over the genes)",
+        "",
+        "| uncertainty | " + " | ".join(f["held_out"] for f in folds) + " | mean | "
+        "ERBB2 |",
+        "|---" * (len(folds) + 3) + "|",
+    ]
+    for m in RELIABILITY:
+        per = [f["reliability"]["methods"][m] for f in folds]
+        erbb2 = [p["markers"].get("ERBB2", float("nan")) for p in per]
+        lines.append(
+            f"| {m} | "
+            + " | ".join(f"{p['mean']:.3f}" for p in per)
+            + f" | {summary['reliability'][m]:.3f} | {np.nanmean(erbb2):.3f} |"
         )
     lines += [
         "",
@@ -342,8 +420,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         log.warning("fold %s: run %s", held, run_dir)
         saved = args.workdir / f"fold-{held}.json"
-        if saved.is_file() and json.loads(saved.read_text()).get("run") == str(run_dir):
-            folds.append(upgrade(json.loads(saved.read_text())))
+        old = json.loads(saved.read_text()) if saved.is_file() else {}
+        if old.get("run") == str(run_dir) and old.get("version") == FOLD_VERSION:
+            folds.append(old)
             continue
         fold = run_fold(held, samples, run_dir, args.workdir)
         saved.write_text(json.dumps(fold, indent=1, default=float) + "\n")

@@ -1,7 +1,7 @@
 """Embedding ~200k tiles with bounded memory; event-loop lateness in a viewer (issue 7).
 
 1. Writes a generated H&E-like slide as a JPEG pyramidal TIFF with the streaming
-   :func:`napari_seal.io.tiff_writer.write_pyramidal_tiff` (default 115k x 115k px at
+   :func:`napari_seal.io.slide.writer.write_pyramidal_tiff` (default 115k x 115k px at
    0.5 um/px: ~207k tissue tiles of 224 px; reused when already there).
 2. Embeds every tissue tile with a cheap encoder (``test-vit``: 64 px at 1.75 um/px,
    the same 112 um tile as 224 px at 0.5 um/px; ``color-stats`` is slower on CPU)
@@ -9,7 +9,7 @@
    tiles/s, peak RSS and the RSS growth between 10% and 100% of the run
    (``rss_100 / rss_10``; bounded memory = a ratio near 1).
 3. ``--viewer``: the same embedding through the widgets' background-job path
-   (:class:`napari_seal._widgets._common.Job` over :func:`napari_seal.jobs.
+   (:class:`napari_seal._widgets._common.Job` over :func:`napari_seal._widgets.jobs.
    iter_embed_paths`, as the Embed widget starts it) with a shown napari viewer (run
    it under Xvfb: ``xvfb-run -a``), and a 20 ms QTimer recording how late each tick
    is; prints median / p99 / max lateness (budget 100 ms).
@@ -38,7 +38,7 @@ MPP = 0.5
 
 def make_slide(path: Path, side_px: int, *, seed: int = 0) -> dict:
     """Write (or reuse) the generated slide; return its size and write time."""
-    from napari_seal.io.tiff_writer import write_pyramidal_tiff
+    from napari_seal.io.slide.writer import write_pyramidal_tiff
     from napari_seal.testing import synthetic_large_slide
 
     t0 = time.perf_counter()
@@ -113,7 +113,7 @@ def embed_measured(
     max_tiles: int | None = None,
 ) -> dict:
     """Embed ``tiff`` into ``store`` in this process; return the measurements."""
-    from napari_seal.embed import embed
+    from napari_seal.embedding.run import embed
 
     sampler = RssSampler()
     marks, callback = _rss_tracker(sampler)
@@ -170,8 +170,8 @@ def embed_in_viewer(
     from qtpy.QtWidgets import QApplication
 
     from napari_seal._widgets._common import Job, warm_progress_ui
-    from napari_seal.embed import iter_embed
-    from napari_seal.jobs import iter_embed_paths, warm_imports
+    from napari_seal._widgets.jobs import iter_embed_paths, warm_imports
+    from napari_seal.embedding.run import iter_embed
 
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()

@@ -1,7 +1,7 @@
 """Opening a 100k x 100k pyramidal slide in napari (DESIGN 6: < 1 s, <= 1.5 x 10k).
 
 Generates (once, into ``--workdir``) a 100,000 x 100,000 and a 10,000 x 10,000 px
-pyramidal JPEG TIFF at 0.25 um/px with :func:`napari_seal.io.tiff_writer.
+pyramidal JPEG TIFF at 0.25 um/px with :func:`napari_seal.io.slide.writer.
 write_pyramidal_tiff`, streaming synthetic H&E-like tiles
 (:func:`napari_seal.testing.synthetic_large_slide`). Then, in a shown napari viewer,
 measures the time from the ``open_slide`` call to the first drawn canvas frame after::
@@ -43,8 +43,8 @@ def slide_path(workdir: Path, size: int) -> Path:
 def ensure_slide(workdir: Path, size: int) -> Path:
     """Write the synthetic slide unless a complete one is already there."""
     from napari_seal.errors import SealError
-    from napari_seal.io.slide import open_slide
-    from napari_seal.io.tiff_writer import write_pyramidal_tiff
+    from napari_seal.io.slide.core import open_slide
+    from napari_seal.io.slide.writer import write_pyramidal_tiff
     from napari_seal.testing import synthetic_large_slide
 
     path = slide_path(workdir, size)
@@ -69,7 +69,7 @@ def time_to_first_frame(viewer, path: Path) -> tuple[float, dict]:
     """Seconds from ``open_slide`` to the first canvas draw showing the image."""
     from qtpy.QtWidgets import QApplication
 
-    from napari_seal.io.slide import open_slide
+    from napari_seal.io.slide.core import open_slide
 
     app = QApplication.instance()
     viewer.layers.clear()

@@ -28,8 +28,8 @@ import numpy as np
 
 
 def make_store(path: Path, *, n_tiles: int, dim: int, chunk_tiles: int = 4096) -> None:
-    from napari_seal._embed_store import open_or_create_store
-    from napari_seal.tiling import TileGrid
+    from napari_seal.embedding.store import open_or_create_store
+    from napari_seal.tiling.grid import TileGrid
 
     side = int(np.ceil(np.sqrt(n_tiles / 0.8)))
     ids = np.arange(side * side, dtype=np.int64)
@@ -68,9 +68,9 @@ def make_store(path: Path, *, n_tiles: int, dim: int, chunk_tiles: int = 4096) -
 def heads(dim: int) -> dict:
     import torch
 
-    from napari_seal._probe import RidgeProbe
-    from napari_seal.models.heads import ImgEmbDecoder
-    from napari_seal.predict import expression_head
+    from napari_seal.models.decoder import ImgEmbDecoder
+    from napari_seal.predict.expression import expression_head
+    from napari_seal.predict.probe import RidgeProbe
 
     torch.manual_seed(0)
     genes = [f"GENE{i}" for i in range(2000)]
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from napari_seal.predict import expression_image, open_store
+    from napari_seal.predict.expression import expression_image, open_store
 
     tmp = Path(tempfile.mkdtemp(dir=args.workdir))
     try:

@@ -36,8 +36,8 @@ BUDGET_S = 0.200
 
 
 def build_store(path: Path, n_tiles: int, dim: int, *, chunk: int = 8192) -> None:
-    from napari_seal._embed_store import open_or_create_store
-    from napari_seal.tiling import TileGrid
+    from napari_seal.embedding.store import open_or_create_store
+    from napari_seal.tiling.grid import TileGrid
 
     n_cols = int(np.ceil(np.sqrt(n_tiles * 1.25)))
     n_rows = int(np.ceil(n_tiles / n_cols)) + 1
@@ -80,9 +80,10 @@ def build_store(path: Path, n_tiles: int, dim: int, *, chunk: int = 8192) -> Non
 def make_run(dim: int, n_genes: int):
     import torch
 
-    from napari_seal.models.heads import ImgEmbDecoder
+    from napari_seal.models.decoder import ImgEmbDecoder
     from napari_seal.models.omics import GeneVAE
-    from napari_seal.training.preprocess import DEFAULT_MARKERS, GenePanel
+    from napari_seal.training.expression import DEFAULT_MARKERS
+    from napari_seal.training.preprocess import GenePanel
 
     torch.manual_seed(0)
     genes = list(DEFAULT_MARKERS) + [
@@ -119,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from napari_seal.predict import open_store
-    from napari_seal.retrieval import parse_run_query, score_image, score_store
+    from napari_seal.predict.expression import open_store
+    from napari_seal.retrieval.gene_query import score_image
+    from napari_seal.retrieval.scoring import parse_run_query, score_store
 
     print(f"torch threads: {torch.get_num_threads()}")
     tmp = tempfile.TemporaryDirectory(prefix="bench-query-", dir=args.workdir)
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             f"ratio to the {BUDGET_S * 1e3:.0f} ms budget: {med / BUDGET_S:.2f} "
             f"(map {img.image.shape[0]}x{img.image.shape[1]})"
         )
-    from napari_seal._scoring import unit_embeddings
+    from napari_seal.retrieval.scoring import unit_embeddings
 
     unit = unit_embeddings(store).unit
     qv = torch.ones(unit.shape[1], dtype=unit.dtype)

@@ -9,7 +9,7 @@ For each fold this script trains
   (``shuffle_pairs=True``): a gain that survives shuffling does not come from
   expression;
 
-and scores, with the HEST probe (``napari_seal.evaluate``) fitted on the same four
+and scores, with the HEST probe (``napari_seal.evaluate.benchmark``) fitted on the same four
 sections and tested on the held-out one: the SEAL run, the frozen ``default``
 encoder, the shuffled control, the ``color-stats`` baseline (28 colour statistics)
 and the depth oracle (``log1p`` total counts), in both target modes (``hest`` =
@@ -207,7 +207,7 @@ def _fold_scores(report: dict) -> dict[str, float]:
 
 def run_frozen(samples, *, alphas, cache, device) -> dict:
     """Leave-one-out for the frozen encoders (each section embedded once each)."""
-    from napari_seal.evaluate import loso_bench
+    from napari_seal.evaluate.benchmark import loso_bench
 
     res: dict = {}
     for alpha in alphas:
@@ -246,7 +246,7 @@ def run_seal(
     held-out one; ``on_update(results, train_info)`` is called after every run, so
     partial results are written while the rest trains.
     """
-    from napari_seal.evaluate import bench
+    from napari_seal.evaluate.benchmark import bench
 
     res: dict = {}
     info: dict = {}

@@ -75,7 +75,7 @@ from pathlib import Path
 import numpy as np, tifffile
 from PIL import Image
 from napari_seal.errors import SlideReadError
-from napari_seal.io.slide import open_slide
+from napari_seal.io.slide.core import open_slide
 tmp = Path(sys.argv[1])
 def png(w, h):
     def chunk(k, d):

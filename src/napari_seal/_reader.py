@@ -35,8 +35,8 @@ def napari_get_reader(path):
 def read_path(path, **_kwargs):
     """Read ``path`` into napari layer data tuples."""
     from napari_seal.io.open import open_path
+    from napari_seal.io.sample import SpatialSample
     from napari_seal.layers import sample_layers, slide_layer
-    from napari_seal.sample import SpatialSample
 
     if isinstance(path, list | tuple):
         path = path[0]

@@ -107,7 +107,7 @@ def _write_image(path: Path, data: Any, meta: dict[str, Any]) -> Path:
     if path.suffix != ".geojson":
         msg = f"cannot save an overlay as {path.suffix!r}; use .geojson or .tif"
         raise BadInputError(msg)
-    from napari_seal.export import gene_polygons
+    from napari_seal.predict.export import gene_polygons
 
     mpp = _mpp(meta)
     scale = np.asarray(meta.get("scale", (1.0, 1.0)), dtype=np.float64)[-2:]

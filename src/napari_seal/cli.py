@@ -1,6 +1,7 @@
 """The ``napari-seal`` command line (contract: DESIGN.md section 5).
 
-Each sub-command lives in ``napari_seal.commands.<name>`` with two functions:
+Each sub-command lives in ``napari_seal.commands.<name>`` (shared flags in
+``napari_seal.commands._args``) with two functions:
 ``add_parser(subparsers)`` and ``run(args) -> int``. They call one public core
 function each, so the CLI, Python and the napari widgets share the same path.
 
@@ -31,6 +32,7 @@ COMMANDS = {
     "lookup": "lookup",
     "export": "export",
     "bench": "bench",
+    "view": "view",
     "demo": "demo",
 }
 
@@ -40,20 +42,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"napari-seal: error: {message} (see `{self.prog} --help`)\n")
-
-
-def add_common(parser: argparse.ArgumentParser, *, compute: bool = True) -> None:
-    """Add the flags every computing command takes (``--device``, ``--debug``)."""
-    if compute:
-        parser.add_argument(
-            "--device",
-            default="auto",
-            choices=["auto", "cpu", "cuda", "mps"],
-            help="where to compute (default: auto = cuda, then mps, then cpu)",
-        )
-    parser.add_argument(
-        "--debug", action="store_true", help="show full tracebacks and debug logs"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,8 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"napari-seal: error: {msg}\n")
         return 2
     except KeyboardInterrupt:
+        # a progress bar may own the current line: the message gets its own
         sys.stderr.write(
-            "napari-seal: interrupted; finished work is kept, rerun to resume\n"
+            "\nnapari-seal: interrupted; finished work is kept, rerun to resume\n"
         )
         return 130
 

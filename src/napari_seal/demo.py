@@ -1,6 +1,7 @@
 """The main job, headless: the SEAL loop on the bundled her2st section.
 
-import -> short SEAL fine-tune on the CPU -> embed the slide -> predicted-expression
+import -> the shipped SEAL model first (its held-out numbers, predicted ERBB2 with no
+training) -> short SEAL fine-tune on the CPU -> embed the slide -> predicted-expression
 overlay -> gene query. :func:`iter_demo` yields progress events and returns a
 :class:`DemoResult` with every artefact's path; ``napari-seal demo`` then renders the
 viewer screenshots and writes the Markdown report (``_widgets/_report.py``).
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import napari_seal.training.runs as runs
 from napari_seal.progress import Progress, drain
 
 __all__ = ["DemoResult", "demo", "iter_demo"]
@@ -36,6 +38,10 @@ class DemoResult:
     spot_pearson: dict[str, float] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     losses: list[dict[str, Any]] = field(default_factory=list)
+    shipped_run: Path | None = None
+    shipped_store: Path | None = None
+    shipped_pearson: dict[str, float] = field(default_factory=dict)
+    shipped_info: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
@@ -80,21 +86,23 @@ def iter_demo(
     sample = load_sample(sample_dir)
     timings["import"] = time.perf_counter() - t0
 
+    shipped = yield from _shipped(sample, out, max_tiles=max_tiles, device=device)
+    timings["shipped_model"] = time.perf_counter() - t0 - sum(timings.values())
+
     run_dir, losses = yield from _fine_tune(sample_dir, out / "run", epochs=epochs,
                                             max_steps=max_steps, device=device)
     timings["fine_tune"] = time.perf_counter() - t0 - sum(timings.values())
 
-    from napari_seal.embed import iter_embed
-    from napari_seal.runs import load_run
+    from napari_seal.embedding.run import iter_embed
+    from napari_seal.training.runs import load_run
 
     run = load_run(run_dir, device=device)
     store = out / "embeddings.zarr"
     yield from iter_embed(sample, run, store, device=device, max_tiles=max_tiles)
     timings["embed"] = time.perf_counter() - t0 - sum(timings.values())
 
-    from napari_seal.predict import (
-        compare_at_spots, expression_head, open_store, spot_predictions,
-    )
+    from napari_seal.predict.expression import expression_head, open_store
+    from napari_seal.predict.spots import compare_at_spots, spot_predictions
 
     head = expression_head(run)
     genes = [g for g in DEMO_GENES if g in head.genes] or list(head.genes[:1])
@@ -107,16 +115,37 @@ def iter_demo(
     query_store = out / "query_ERBB2.zarr"
     gene = genes[0]
     yield Progress("query", 0, 1, "queries", f"gene query {gene}")
-    from napari_seal.retrieval import iter_query
+    from napari_seal.retrieval.gene_query import iter_query
 
     yield from iter_query(sample, run, gene, store=store, out=query_store, device=device)
     timings["query"] = time.perf_counter() - t0 - sum(timings.values())
 
     result = DemoResult(out=out, sample_dir=sample_dir, run_dir=run_dir, store=store,
                         query_store=query_store, gene=gene, genes=genes,
-                        spot_pearson=pearson, timings_s=timings, losses=losses)
+                        spot_pearson=pearson, timings_s=timings, losses=losses,
+                        **shipped)
     atomic_write_text(out / "demo.json", json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def _shipped(sample: Any, out: Path, *, max_tiles: int | None, device: str | None):
+    """The shipped model, no training: embed, predict the demo genes at the spots."""
+    from napari_seal.embedding.run import iter_embed
+    from napari_seal.models.shipped import shipped_model_info, shipped_run_path
+    from napari_seal.predict.expression import expression_head
+    from napari_seal.predict.spots import compare_at_spots, spot_predictions
+
+    yield Progress("shipped", 0, 1, "models", "the shipped SEAL model (no training)")
+    info = shipped_model_info()
+    run = runs.load_run(shipped_run_path(), device=device)
+    store = out / "shipped_embeddings.zarr"
+    yield from iter_embed(sample, run, store, device=device, max_tiles=max_tiles)
+    head = expression_head(run)
+    genes = [g for g in DEMO_GENES if g in head.genes]
+    predicted = spot_predictions(sample, run, head, genes=genes, device=device)
+    pearson = {g: float(compare_at_spots(sample, predicted, g)) for g in genes}
+    return {"shipped_run": run.path, "shipped_store": store,
+            "shipped_pearson": pearson, "shipped_info": info}
 
 
 def _fine_tune(sample_dir: Path, run_dir: Path, *, epochs: int, max_steps: int | None,
@@ -126,7 +155,7 @@ def _fine_tune(sample_dir: Path, run_dir: Path, *, epochs: int, max_steps: int |
     from napari_seal.training.trainer import iter_train
 
     losses: list[dict[str, Any]] = []
-    if (run_dir / "DONE").exists():
+    if (run_dir / runs.DONE).exists():
         return run_dir, _read_losses(run_dir)
     config = config_from_preset("cpu", epochs=epochs, max_steps=max_steps, batch_size=32)
     gen = iter_train([load_sample(sample_dir)], out=run_dir, config=config,
@@ -140,7 +169,7 @@ def _fine_tune(sample_dir: Path, run_dir: Path, *, epochs: int, max_steps: int |
 
 
 def _read_losses(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / runs.METRICS
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

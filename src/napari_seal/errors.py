@@ -18,6 +18,7 @@ __all__ = [
     "OutputPathError",
     "SchedulerError",
     "SealError",
+    "ShippedModelError",
     "SlideReadError",
     "SpatialDataError",
     "TrainingConfigError",
@@ -59,6 +60,10 @@ class WeightsError(SealError):
 
 class CheckpointError(WeightsError):
     """A SEAL checkpoint or run directory is incomplete or inconsistent."""
+
+
+class ShippedModelError(CheckpointError):
+    """The SEAL model shipped with the package is missing or damaged."""
 
 
 class EncoderMismatchError(BadInputError):

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from napari_seal.io.slide import Slide
-    from napari_seal.sample import SpatialSample
+    from napari_seal.io.sample import SpatialSample
+    from napari_seal.io.slide.core import Slide
 
 __all__ = ["sample_layers", "slide_layer", "spot_features", "spots_layer"]
 
@@ -109,13 +109,13 @@ def query_layers(result: Any, *, top_q: float = 0.1, mpp: float | None = None
     Parameters
     ----------
     result
-        A :class:`napari_seal.retrieval.QueryResult`.
+        A :class:`napari_seal.retrieval.gene_query.QueryResult`.
     top_q
         Fraction of tissue tiles outlined (0.1 = the top 10 %).
     mpp
         Slide pixel size, kept in the layers' metadata for the writers.
     """
-    from napari_seal.retrieval import top_fraction_contour
+    from napari_seal.retrieval.highlight import top_fraction_contour
 
     image, scale, translate = result.image()
     label = result.query.label if hasattr(result.query, "label") else "query"

@@ -91,7 +91,7 @@ def write_synthetic_slide(
     -------
     The path (levels halve until one tile: 2048 x 1536 at 256 px gives 4 levels).
     """
-    from napari_seal.io.tiff_writer import write_pyramidal_tiff
+    from napari_seal.io.slide.writer import write_pyramidal_tiff
 
     image = synthetic_he_image(height_px, width_px, seed=seed, tissue=tissue)
     return write_pyramidal_tiff(
@@ -153,7 +153,7 @@ class _SyntheticLevel:
         return out
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        from napari_seal.io._source import getitem_via_read
+        from napari_seal.io.slide.source import getitem_via_read
 
         return getitem_via_read(self, key)
 
@@ -167,14 +167,14 @@ def synthetic_large_slide(
     seed: int = 0,
     n_bank: int = 16,
 ) -> Any:
-    """A lazy H&E-like :class:`~napari_seal.io.slide.Slide` of any size.
+    """A lazy H&E-like :class:`~napari_seal.io.slide.core.Slide` of any size.
 
     Tiles come from a bank of ``n_bank`` synthetic tiles, chosen by a hash of the
     tile position, inside a central elliptic "tissue" region; levels halve down to
     one tile. Nothing is generated until read, so a 100k x 100k slide costs nothing
-    until it is written (see :func:`~napari_seal.io.tiff_writer.write_pyramidal_tiff`).
+    until it is written (see :func:`~napari_seal.io.slide.writer.write_pyramidal_tiff`).
     """
-    from napari_seal.io.slide import Slide
+    from napari_seal.io.slide.core import Slide
 
     side = int(math.ceil(math.sqrt(n_bank)))
     big = synthetic_he_image(side * tile_px, side * tile_px, seed=seed)

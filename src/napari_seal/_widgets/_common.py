@@ -2,6 +2,7 @@
 
 import gc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from napari.qt.threading import create_worker
@@ -21,6 +22,21 @@ def notify_error(err: BaseException) -> None:
         show_error(str(err))
     else:
         show_error(f"napari-seal: unexpected {type(err).__name__}: {err}")
+
+
+def path_field(edit, what: str) -> Path:
+    """The path in ``edit``; empty (``Path("")`` = the cwd) or ``~nobody`` is bad input."""
+    from napari_seal.errors import BadInputError
+
+    text = edit.text().strip()
+    if not text:
+        msg = f"choose {what} first (the field is empty)"
+        raise BadInputError(msg)
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as err:  # "~user/..." for a user that does not exist
+        msg = f"cannot use {text!r} as {what}: {err} Type the full path."
+        raise BadInputError(msg) from err
 
 
 def add_or_update_layer(viewer, data, kwargs: dict, layer_type: str):
@@ -108,6 +124,21 @@ class Job:
         self.worker.yielded.connect(self._yielded)
         self.worker.returned.connect(self._returned)
         self.worker.finished.connect(self._finished)
+        self._watch_owner(on_event, on_done, on_finished)
+
+    def _watch_owner(self, *callbacks) -> None:
+        """Closing the viewer mid-job deletes the dock widgets: then cancel (a fine-tune
+        still checkpoints) and drop the callbacks, which would touch deleted Qt objects."""
+        from qtpy.QtCore import QObject
+
+        owners = {id(o): o for o in (getattr(c, "__self__", None) for c in callbacks)
+                  if isinstance(o, QObject)}
+        for owner in owners.values():
+            owner.destroyed.connect(self._owner_destroyed)
+
+    def _owner_destroyed(self, *_args) -> None:
+        self._on_event = self._on_done = self._on_finished = None
+        self.cancel()
 
     def start(self) -> "Job":
         self._started = True
@@ -119,9 +150,8 @@ class Job:
     def _drive(self, func, args, kwargs):
         """Run ``func``'s generator in the worker thread; on cancel, close it there.
 
-        Closing raises GeneratorExit at the core generator's current ``yield``, so
-        its own cleanup (e.g. the trainer's checkpoint-on-cancel) runs off the GUI
-        thread before the job finishes.
+        Closing raises GeneratorExit at the core generator's current ``yield``: its
+        cleanup (the trainer's checkpoint-on-cancel) runs off the GUI thread.
         """
         gen = func(*args, **kwargs)
         while True:

@@ -21,6 +21,7 @@ from napari_seal._widgets._common import (
     warm_progress_ui,
 )
 from napari_seal.errors import SealError
+from napari_seal.io.workspace import workspace_root
 
 
 class EmbedWidget(QWidget):
@@ -41,6 +42,8 @@ class EmbedWidget(QWidget):
         self.run_edit.setToolTip(tips.EMBED_RUN)
         self.store_edit = QLineEdit()
         self.store_edit.setToolTip(tips.EMBED_STORE)
+        self.store_edit.setPlaceholderText(
+            f"automatic: in the workspace {workspace_root()}")
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 4096)
         self.batch_spin.setValue(32)
@@ -71,7 +74,7 @@ class EmbedWidget(QWidget):
 
     def _fill_encoders(self) -> None:
         # Import the embedding stack now, not in the worker (see FinetuneWidget).
-        from napari_seal.jobs import warm_imports
+        from napari_seal._widgets.jobs import warm_imports
 
         warm_imports("embed")
         from napari_seal.models.registry import list_encoders
@@ -89,25 +92,22 @@ class EmbedWidget(QWidget):
             idx = self.source_combo.findData(current)
             if idx >= 0:
                 self.source_combo.setCurrentIndex(idx)
-        path = self.source_combo.currentData()
-        if path and not self.store_edit.text():
-            self.store_edit.setText(str(Path(path).with_suffix("")) + ".embeddings.zarr")
 
     def offer_run(self, run_dir) -> None:
         """Accept a finished fine-tuning run (called by the Fine-tune widget)."""
         self.run_edit.setText(str(run_dir))
 
     def _on_run(self) -> None:
-        from napari_seal.jobs import iter_embed_paths
+        from napari_seal._widgets.jobs import iter_embed_paths
 
         source = self.source_combo.currentData()
         store = self.store_edit.text().strip()
-        if not source or not store:
-            notify_error(SealError("Load a slide first and choose a store path."))
+        if not source:
+            notify_error(SealError("Load a slide first (File > Open or the Load dock)"))
             return
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.job = Job(iter_embed_paths, source, store=Path(store),
+        self.job = Job(iter_embed_paths, source, store=Path(store) if store else None,
                        encoder=self.encoder_combo.currentData(),
                        weights=self.weights_edit.text().strip() or None,
                        run=self.run_edit.text().strip() or None,

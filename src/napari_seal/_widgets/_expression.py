@@ -1,13 +1,13 @@
 """Expression widget: predicted expression of a gene as an overlay, and at spots."""
 
-from pathlib import Path
-
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QCompleter,
+    QDoubleSpinBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -16,10 +16,12 @@ from qtpy.QtWidgets import (
 )
 
 from napari_seal._widgets import _tooltips as tips
-from napari_seal._widgets._common import add_or_update_layer, notify_error
+from napari_seal._widgets._common import Job, add_or_update_layer, notify_error, path_field
 from napari_seal.errors import SealError
+from napari_seal.predict.reliability import DEFAULT_MAX_UNCERTAINTY
 
 OVERLAY = "predicted expression"
+UNCERTAINTY = "prediction uncertainty"
 
 
 class ExpressionWidget(QWidget):
@@ -28,13 +30,14 @@ class ExpressionWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        # load torch & co. now, not in a worker (see napari_seal.jobs.warm_imports)
-        from napari_seal.jobs import warm_imports
+        # load torch & co. now, not in a worker (see napari_seal._widgets.jobs.warm_imports)
+        from napari_seal._widgets.jobs import warm_imports
 
         warm_imports("query")
         self.store = None
         self.head = None
         self.last_r = None
+        self.job = None
         self.store_edit = QLineEdit()
         self.store_edit.setPlaceholderText("embedding store (.zarr)")
         self.head_edit = QLineEdit()
@@ -47,6 +50,17 @@ class ExpressionWidget(QWidget):
         self.cmap_combo.addItems(["magma", "viridis", "inferno", "turbo", "plasma"])
         self.compare_check = QCheckBox("measured vs predicted at spots")
         self.compare_check.setChecked(True)
+        self.reference = None
+        self._shown = None  # (gene, raw image, uncertainty image or None)
+        self.uncertainty_check = QCheckBox("show uncertainty")
+        self.uncertainty_check.setToolTip(tips.EXPR_UNCERTAINTY)
+        self.hide_check = QCheckBox("hide where uncertainty >")
+        self.hide_check.setToolTip(tips.EXPR_HIDE)
+        self.max_unc_spin = QDoubleSpinBox()
+        self.max_unc_spin.setRange(0.1, 5.0)
+        self.max_unc_spin.setSingleStep(0.1)
+        self.max_unc_spin.setValue(DEFAULT_MAX_UNCERTAINTY)
+        self.max_unc_spin.setSuffix(" SD")
         self.show_button = QPushButton("Show")
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -59,6 +73,11 @@ class ExpressionWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.compare_check)
+        layout.addWidget(self.uncertainty_check)
+        hide_row = QHBoxLayout()
+        hide_row.addWidget(self.hide_check)
+        hide_row.addWidget(self.max_unc_spin)
+        layout.addLayout(hide_row)
         layout.addWidget(self.show_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -66,6 +85,9 @@ class ExpressionWidget(QWidget):
         self.show_button.clicked.connect(self._on_show)
         self.gene_edit.returnPressed.connect(self._on_show)
         self.cmap_combo.currentTextChanged.connect(self._on_colormap)
+        self.uncertainty_check.toggled.connect(self._repaint)
+        self.hide_check.toggled.connect(self._repaint)
+        self.max_unc_spin.valueChanged.connect(self._repaint)
 
     def offer_run(self, run_dir) -> None:
         """Accept a finished fine-tuning run (called by the Fine-tune widget)."""
@@ -77,80 +99,116 @@ class ExpressionWidget(QWidget):
         self.store = None  # reopened on the next Show
 
     def _on_load(self) -> None:
-        from napari_seal.predict import expression_head, open_store
-
-        try:
-            self.store = open_store(Path(self.store_edit.text().strip()))
-            self.head = expression_head(Path(self.head_edit.text().strip()))
-        except SealError as err:
-            notify_error(err)
-            return
-        completer = QCompleter(list(self.head.genes), self)
-        completer.setCaseSensitivity(Qt.CaseInsensitive)
-        completer.setFilterMode(Qt.MatchContains)
-        self.gene_edit.setCompleter(completer)
-        self.status.setText(f"{len(self.head.genes)} genes; {self.store.n_tiles} tiles")
+        self._start(None, reload=True)
 
     def _on_show(self) -> None:
-        from napari_seal.predict import expression_image
+        self._start(self.gene_edit.text().strip(), reload=False)
 
-        if self.store is None or self.head is None:
-            self._on_load()
-            if self.store is None or self.head is None:
-                return
-        gene = self.gene_edit.text().strip()
+    def _start(self, gene, *, reload: bool) -> None:
+        """Open (unless already open) and predict in a worker: seconds on the GUI thread."""
+        from napari_seal._widgets.view_jobs import iter_expression
+
+        if self.job is not None and self.job.running:
+            return
         try:
-            image, scale, translate = expression_image(self.store, self.head, gene)
+            store = self.store if self.store is not None and not reload else path_field(
+                self.store_edit, "an embedding store")
+            head = self.head if self.head is not None and not reload else path_field(
+                self.head_edit, "a SEAL run or a head")
         except SealError as err:
             notify_error(err)
             return
-        layer = add_or_update_layer(self.viewer, image, {
-            "name": OVERLAY, "colormap": self.cmap_combo.currentText(),
-            "scale": scale, "translate": translate, "opacity": 0.7,
-            "blending": "translucent",
-            "metadata": {"napari_seal": {"kind": "overlay", "gene": gene,
-                                         "mpp": float(self.store.grid.slide_mpp)}},
-        }, "image")
+        spots = self._spots_layer() if self.compare_check.isChecked() else None
+        self.status.setText("Loading the predictor…" if gene is None else f"{gene}: predicting…")
+        self.job = Job(iter_expression, store, head, gene,
+                       spots_source=spots.metadata["napari_seal"]["source"] if spots else None,
+                       reference=None if reload else self.reference,
+                       description="Expression", on_done=self._on_result)
+        self.job.start()
+
+    def _spots_layer(self):
+        return next((layer for layer in self.viewer.layers
+                     if layer.metadata.get("napari_seal", {}).get("kind") == "spots"
+                     and layer.metadata["napari_seal"].get("source")), None)
+
+    def _on_result(self, out) -> None:
+        if out["head"] is not self.head:
+            completer = QCompleter(list(out["head"].genes), self)
+            completer.setCaseSensitivity(Qt.CaseInsensitive)
+            completer.setFilterMode(Qt.MatchContains)
+            self.gene_edit.setCompleter(completer)
+        self.store, self.head = out["store"], out["head"]
+        self.reference = out["reference"]
+        has_map = self.reference is not None
+        for w in (self.uncertainty_check, self.hide_check, self.max_unc_spin):
+            w.setEnabled(has_map)
+        self.status.setText(f"{len(self.head.genes)} genes; {self.store.n_tiles} tiles"
+                            + ("" if has_map else "; no reliability map (no reference bank)"))
+        if "gene" not in out:
+            return
+        gene = out["gene"]
+        self._shown = (gene, out["image"], out["uncertainty"])
+        self._geometry = (out["scale"], out["translate"])
+        layer = self._repaint()
         layer.reset_contrast_limits()
         layer.colorbar.visible = True
         self.status.setText(f"{gene}: predicted expression on {self.store.n_tiles} tiles")
-        if self.compare_check.isChecked():
-            self._compare(gene)
+        if "compare_error" in out:
+            notify_error(out["compare_error"])
+        elif "measured" in out:
+            self._compare(gene, out)
 
-    def _compare(self, gene: str) -> None:
-        from napari_seal.predict import (
-            compare_at_spots,
-            measured_expression,
-            spot_predictions,
-        )
+    def _repaint(self, *_):
+        """Paint the shown gene's overlays from the computed images (no recompute)."""
+        if self._shown is None:
+            return None
+        import numpy as np
 
-        spots = [layer for layer in self.viewer.layers
-                 if layer.metadata.get("napari_seal", {}).get("kind") == "spots"]
-        if not spots or not spots[0].metadata["napari_seal"].get("source"):
+        gene, image, unc = self._shown
+        scale, translate = self._geometry
+        shown = image
+        hidden = 0
+        if unc is not None and self.hide_check.isChecked():
+            mask = unc > self.max_unc_spin.value()
+            hidden = int(np.sum(mask & np.isfinite(image)))
+            shown = np.where(mask, np.nan, image).astype(np.float32)
+        meta = {"kind": "overlay", "gene": gene, "mpp": float(self.store.grid.slide_mpp),
+                "hidden_unreliable": hidden}
+        layer = add_or_update_layer(self.viewer, shown, {
+            "name": OVERLAY, "colormap": self.cmap_combo.currentText(),
+            "scale": scale, "translate": translate, "opacity": 0.7,
+            "blending": "translucent", "metadata": {"napari_seal": meta},
+        }, "image")
+        if unc is not None and self.uncertainty_check.isChecked():
+            add_or_update_layer(self.viewer, unc, {
+                "name": UNCERTAINTY, "colormap": "gray", "scale": scale,
+                "translate": translate, "opacity": 0.8, "blending": "translucent",
+                "contrast_limits": (0.0, max(2.0 * self.max_unc_spin.value(), 1e-3)),
+                "metadata": {"napari_seal": {"kind": "uncertainty", "gene": gene,
+                                             "units": "SD of neighbours' z"}},
+            }, "image")
+        elif UNCERTAINTY in self.viewer.layers:
+            self.viewer.layers.remove(UNCERTAINTY)
+        if hidden:
+            self.status.setText(f"{gene}: {hidden} unreliable tiles hidden "
+                                f"(uncertainty > {self.max_unc_spin.value():.1f} SD)")
+        return layer
+
+    def _compare(self, gene: str, out) -> None:
+        spots = self._spots_layer()
+        if spots is None:  # removed while predicting
             return
-        from napari_seal.io.open import open_path
-
-        try:
-            sample = open_path(Path(spots[0].metadata["napari_seal"]["source"]))
-            predicted = spot_predictions(sample, self.store, self.head, genes=[gene])
-            measured = measured_expression(sample, gene)
-            self.last_r = compare_at_spots(sample, predicted, gene)
-        except SealError as err:
-            notify_error(err)
-            return
-        pred_values = predicted[:, gene].X
-        pred_values = pred_values.toarray().ravel() if hasattr(pred_values, "toarray") \
-            else pred_values.ravel()
-        for label, values in (("measured", measured), ("predicted", pred_values)):
-            data, kwargs = spots[0].data, {
-                "name": f"{label} {gene} at spots", "size": spots[0].size,
+        self.last_r = out["r"]
+        for label, values in (("measured", out["measured"]), ("predicted", out["predicted"])):
+            data, kwargs = spots.data, {
+                "name": f"{label} {gene} at spots", "size": spots.size,
                 "features": {"value": values}, "face_color": "value",
                 "face_colormap": self.cmap_combo.currentText(), "border_width": 0,
                 "visible": label == "measured",
             }
             add_or_update_layer(self.viewer, data, kwargs, "points")
         self.status.setText(
-            f"{gene}: Pearson r (measured vs predicted at {len(measured)} spots) = "
+            f"{gene}: Pearson r (measured vs predicted at {len(out['measured'])} spots) = "
             f"{self.last_r:.3f}"
         )
 

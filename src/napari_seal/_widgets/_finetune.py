@@ -20,11 +20,23 @@ from qtpy.QtWidgets import (
 from napari_seal._widgets import _tooltips as tips
 from napari_seal._widgets._common import (
     Job,
+    notify_error,
+    path_field,
     show_info,
     status_label,
     warm_progress_ui,
 )
 from napari_seal._widgets._plots import BarChart, LossPlot
+from napari_seal.errors import SealError
+
+
+def default_run_dir() -> Path:
+    """A new run folder in the workspace (``<workspace>/runs/seal-run-<time>``)."""
+    import time
+
+    from napari_seal.io.workspace import workspace_root
+
+    return workspace_root() / "runs" / time.strftime("seal-run-%Y%m%d-%H%M%S")
 
 
 class FinetuneWidget(QWidget):
@@ -49,7 +61,8 @@ class FinetuneWidget(QWidget):
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(0, 10**7)
         self.steps_spin.setSpecialValueText("all")
-        self.out_edit = QLineEdit("seal-run")
+        # never a relative default: it would land wherever napari was started from
+        self.out_edit = QLineEdit(str(default_run_dir()))
         self.resume_check = QCheckBox("resume")
         self.resume_check.setToolTip(tips.FT_RESUME)
         self.bench_check = QCheckBox("benchmark vs the frozen encoder when done")
@@ -94,7 +107,7 @@ class FinetuneWidget(QWidget):
         # Import the training stack (torch, timm, peft, scanpy) now, while no job runs:
         # loading compiled modules holds the interpreter lock for long stretches and
         # would stall the event loop if the worker thread did it.
-        from napari_seal.jobs import warm_imports
+        from napari_seal._widgets.jobs import warm_imports
 
         warm_imports("train")
         from napari_seal.models.registry import list_encoders
@@ -124,13 +137,18 @@ class FinetuneWidget(QWidget):
                 self.add_sample(meta["source"])
 
     def _on_train(self) -> None:
-        from napari_seal.jobs import iter_finetune
+        from napari_seal._widgets.jobs import iter_finetune
 
+        try:
+            out = path_field(self.out_edit, "an output folder for the run")
+        except SealError as err:
+            notify_error(err)
+            return
         self.loss_plot.clear()
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.job = Job(iter_finetune, self.samples(),
-                       out=Path(self.out_edit.text().strip()),
+                       out=out,
                        preset=self.preset_combo.currentText(),
                        encoder=self.encoder_combo.currentData(),
                        epochs=self.epochs_spin.value() or None,
@@ -170,7 +188,7 @@ class FinetuneWidget(QWidget):
                                 "samples (leave-one-out).")
 
     def _bench(self) -> None:
-        from napari_seal.compare import iter_compare_with_base
+        from napari_seal.evaluate.compare import iter_compare_with_base
 
         samples = self.samples()
         self.bench_job = Job(iter_compare_with_base, samples, self.run_dir,

@@ -15,8 +15,12 @@ from qtpy.QtWidgets import (
 )
 
 from napari_seal._widgets import _tooltips as tips
-from napari_seal._widgets._common import add_or_update_layer, notify_error, show_warning
-from napari_seal.errors import SealError
+from napari_seal._widgets._common import (
+    Job,
+    add_or_update_layer,
+    show_warning,
+    warm_progress_ui,
+)
 
 
 def _path_row(tooltip: str, *, directory: bool) -> tuple[QWidget, QLineEdit]:
@@ -50,6 +54,12 @@ class LoadWidget(QWidget):
         self.viewer = napari_viewer
         self.sample = None
         self.alignment = None
+        self.job = None
+        # opening runs in a worker: load its compiled modules now (see jobs.warm_imports)
+        from napari_seal._widgets.jobs import warm_imports
+
+        warm_imports("open")
+        warm_progress_ui()
         form = QFormLayout()
         slide_row, self.slide_edit = _path_row(tips.LOAD_SLIDE, directory=False)
         st_row, self.st_edit = _path_row(tips.LOAD_ST, directory=True)
@@ -79,18 +89,27 @@ class LoadWidget(QWidget):
         self.bundled_button.clicked.connect(self._on_bundled)
 
     def _on_open(self) -> None:
-        from napari_seal.io.open import open_sample
+        """Open in a worker (a flat JPEG is decoded, the alignment check reads the
+        tissue mask: seconds on the GUI thread); layers are added when it is done."""
+        from napari_seal._widgets.view_jobs import iter_open_sample
 
-        slide = self.slide_edit.text().strip() or None
-        st = self.st_edit.text().strip() or None
-        mpp = self.mpp_spin.value() or None
-        try:
-            obj = open_sample(st=Path(st) if st else None,
-                              slide=Path(slide) if slide else None, mpp=mpp)
-        except SealError as err:
-            notify_error(err)
+        if self.job is not None and self.job.running:
             return
-        self._show(obj)
+        self.open_button.setEnabled(False)
+        self.bundled_button.setEnabled(False)
+        self.summary.setText("Opening…")
+        self.job = Job(iter_open_sample, st=self.st_edit.text().strip() or None,
+                       slide=self.slide_edit.text().strip() or None,
+                       mpp=self.mpp_spin.value() or None, description="Opening",
+                       on_done=self._show, on_finished=self._on_finished)
+        self.job.start()
+
+    def _on_finished(self) -> None:
+        self.open_button.setEnabled(True)
+        self.bundled_button.setEnabled(True)
+        if self.job is not None and self.job.error is not None:
+            self.summary.setText("Nothing loaded." if self.sample is None
+                                 else self.summary.text())
 
     def _on_bundled(self) -> None:
         from napari_seal.io.hest import bundled_sample_path
@@ -99,11 +118,11 @@ class LoadWidget(QWidget):
         self.slide_edit.setText("")
         self._on_open()
 
-    def _show(self, obj) -> None:
+    def _show(self, result) -> None:
+        from napari_seal.io.sample import SpatialSample
         from napari_seal.layers import sample_layers, slide_layer
-        from napari_seal.qc import check_alignment
-        from napari_seal.sample import SpatialSample
 
+        obj, alignment, note = result
         if not isinstance(obj, SpatialSample):
             add_or_update_layer(self.viewer, *slide_layer(obj))
             self.summary.setText(
@@ -121,11 +140,10 @@ class LoadWidget(QWidget):
             f"{obj.mpp:.4f} µm/px ({obj.mpp_source}), spot diameter "
             f"{obj.spot_diameter_um:g} µm"
         )
-        try:
-            self.alignment = check_alignment(obj)
-        except SealError as err:
-            self.check.setText(f"Alignment check skipped: {err}")
+        self.alignment = alignment
+        if alignment is None:
+            self.check.setText(note)
             return
-        self.check.setText(self.alignment.message)
-        if not self.alignment.ok:
-            show_warning(self.alignment.message)
+        self.check.setText(alignment.message)
+        if not alignment.ok:
+            show_warning(alignment.message)

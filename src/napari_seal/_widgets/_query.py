@@ -37,14 +37,15 @@ class QueryWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        # load torch & co. now, not in a worker (see napari_seal.jobs.warm_imports)
-        from napari_seal.jobs import warm_imports
+        # load torch & co. now, not in a worker (see napari_seal._widgets.jobs.warm_imports)
+        from napari_seal._widgets.jobs import warm_imports
 
         warm_imports("query")
         self.result = None
         self.top = None
         self.lookup_result = None
         self.job = None
+        self._query_slide = (None, None)
         self.run_edit = QLineEdit()
         self.run_edit.setPlaceholderText("SEAL run directory")
         self.store_edit = QLineEdit()
@@ -53,7 +54,10 @@ class QueryWidget(QWidget):
         self.query_edit.setPlaceholderText("ERBB2  or  ERBB2,GRB7  or  ERBB2:1,ESR1:-1")
         self.query_edit.setToolTip(tips.QUERY_GENES)
         self.route_combo = QComboBox()
-        self.route_combo.addItems(["omics", "decoder"])
+        from napari_seal.retrieval.scoring import DEFAULT_ROUTE, ROUTES
+
+        self.route_combo.addItems(list(ROUTES))
+        self.route_combo.setCurrentText(DEFAULT_ROUTE)
         self.route_combo.setToolTip(tips.QUERY_ROUTE)
         self.q_spin = QDoubleSpinBox()
         self.q_spin.setRange(0.01, 1.0)
@@ -97,42 +101,39 @@ class QueryWidget(QWidget):
         return None, None
 
     def _on_query(self) -> None:
-        from napari_seal.retrieval import iter_query
+        from napari_seal._widgets.view_jobs import iter_gene_query
 
-        source, _ = self._sample_source()
+        source, mpp = self._sample_source()
         run = self.run_edit.text().strip()
         store = self.store_edit.text().strip() or None
         if not source or not run:
             notify_error(SealError("load a slide and choose a SEAL run first"))
             return
-        self.job = Job(iter_query, Path(source), Path(run), self.query_edit.text(),
+        if self.job is not None and self.job.running:
+            return
+        # the slide layer may be removed before the result comes: keep what it was
+        self._query_slide = (source, mpp)
+        self.job = Job(iter_gene_query, source, run, self.query_edit.text(),
                        route=self.route_combo.currentText(), store=store,
                        top_q=self.q_spin.value(), description="Gene query",
                        on_done=self._on_result)
         self.job.start()
 
-    def _on_result(self, result) -> None:
+    def _on_result(self, out) -> None:
         from napari_seal.layers import query_layers
-        from napari_seal.retrieval import gallery_crops, top_k_tiles
 
+        result = out["result"]
         self.result = result
-        _, mpp = self._sample_source()
+        _, mpp = self._query_slide
         for data, kwargs, layer_type in query_layers(result, top_q=self.q_spin.value(),
                                                      mpp=mpp):
             add_or_update_layer(self.viewer, data, kwargs, layer_type)
-        self.top = top_k_tiles(result, 12)
+        self.top = out["top"]
         self.gallery.clear()
-        try:
-            from napari_seal.io.open import open_path
-            from napari_seal.sample import SpatialSample
-
-            obj = open_path(Path(self._sample_source()[0]))
-            slide = obj.slide if isinstance(obj, SpatialSample) else obj
-            crops = gallery_crops(slide, result.grid, self.top.tile_ids)
-        except SealError as err:
-            notify_error(err)
+        if out["crops"] is None:
+            notify_error(out["crops_error"])
             return
-        for i, crop in enumerate(crops):
+        for i, crop in enumerate(out["crops"]):
             item = QListWidgetItem(_icon(crop), f"{self.top.scores[i]:.2f}")
             item.setData(256, i)
             self.gallery.addItem(item)
@@ -145,8 +146,7 @@ class QueryWidget(QWidget):
         i = int(item.data(256))
         x, y = self.top.coords[i]
         size_l0 = float(self.result.grid.get("tile_size_l0", 0.0))
-        _, mpp = self._sample_source()
-        mpp = mpp or 1.0
+        mpp = self._query_slide[1] or 1.0
         self.viewer.camera.center = ((y + size_l0 / 2) * mpp, (x + size_l0 / 2) * mpp)
         self.viewer.camera.zoom = max(self.viewer.camera.zoom, 2.0)
 
@@ -162,22 +162,28 @@ class QueryWidget(QWidget):
 
     def lookup_at(self, xy) -> None:
         """Image -> expression: nearest reference spots to level-0 point ``xy``."""
-        from napari_seal.retrieval import lookup
+        from napari_seal.retrieval.spot_lookup import lookup
 
         source, _ = self._sample_source()
+        run = self.run_edit.text().strip()
+        if not source or not run:
+            notify_error(SealError("load a slide and choose a SEAL run first"))
+            return
+        if self.job is not None and self.job.running:
+            return
         refs = [layer.metadata["napari_seal"]["source"] for layer in self.viewer.layers
                 if layer.metadata.get("napari_seal", {}).get("kind") == "spots"
                 and layer.metadata["napari_seal"].get("source")]
-        self.job = Job(_lookup_gen, lookup, Path(source), Path(self.run_edit.text()),
+        self.job = Job(_lookup_gen, lookup, Path(source), Path(run),
                        xy, refs, description="Nearest spots", on_done=self._on_lookup)
         self.job.start()
 
     def _on_lookup(self, result) -> None:
         self.lookup_result = result
-        genes = result.get("summary", {}).get("top_genes") or result.get("top_genes", [])
-        names = ", ".join(str(g.get("gene", g)) if isinstance(g, dict) else str(g)
-                          for g in list(genes)[:8])
-        self.status.setText(f"{len(result.get('neighbors', []))} nearest spots; "
+        # keys of napari_seal.retrieval.spot_lookup.iter_lookup's result
+        genes = result.get("expression", {}).get("top_genes", [])
+        names = ", ".join(str(g["gene"]) for g in genes[:8])
+        self.status.setText(f"{len(result.get('neighbours', []))} nearest spots; "
                             f"top genes: {names}")
 
 

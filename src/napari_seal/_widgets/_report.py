@@ -39,9 +39,13 @@ def render_report(result, *, show: bool = False) -> Path:
 
     from napari_seal.io.hest import load_sample
     from napari_seal.layers import query_layers, sample_layers
-    from napari_seal.predict import expression_head, expression_image, open_store
-    from napari_seal.retrieval import read_scores
-    from napari_seal.runs import load_run
+    from napari_seal.predict.expression import (
+        expression_head,
+        expression_image,
+        open_store,
+    )
+    from napari_seal.retrieval.results import read_scores
+    from napari_seal.training.runs import load_run
 
     out = Path(result.out)
     images = out / "images"
@@ -56,6 +60,17 @@ def render_report(result, *, show: bool = False) -> Path:
         shots = {"spots": _save_png(viewer.screenshot(canvas_only=True, flash=False),
                                     images / "01_spots.png")}
         viewer.layers[-1].visible = False
+        if result.shipped_store is not None:
+            shipped = load_run(result.shipped_run)
+            img, scale, translate = expression_image(
+                open_store(result.shipped_store), expression_head(shipped), result.gene)
+            layer = viewer.add_image(img, name=f"{result.gene} (shipped model)",
+                                     colormap="magma", scale=scale,
+                                     translate=translate, opacity=0.75)
+            shots["shipped"] = _save_png(
+                viewer.screenshot(canvas_only=True, flash=False),
+                images / "shipped_predicted.png")
+            layer.visible = False
         run = load_run(result.run_dir)
         store = open_store(result.store)
         head = expression_head(run)
@@ -79,6 +94,50 @@ def render_report(result, *, show: bool = False) -> Path:
     return _write_markdown(result, shots, loss_png)
 
 
+def _shipped_lines(result, rel: dict) -> list[str]:
+    """Section 1b: the shipped model with no training, and its held-out numbers."""
+    if "shipped" not in rel:
+        return []
+    info = result.shipped_info
+    held = info.get("held_out", {})
+    pearson = held.get("hest_probe_pearson", {})
+    auroc = held.get("gene_query_auroc", {})
+    rows = [f"| HEST probe Pearson, {k.split('/')[1]} targets: SEAL / frozen / depth | "
+            f"{pearson[k]['mean']:.3f} / "
+            f"{pearson[k.replace('seal', 'frozen')]['mean']:.3f} / "
+            f"{pearson[k.replace('seal', 'depth')]['mean']:.3f} |"
+            for k in ("seal/hest", "seal/normalized") if k in pearson]
+    rows += [f"| gene query AUROC, {route} route: mean / ERBB2 | "
+             f"{a['mean']:.3f} / {a['markers'].get('ERBB2', float('nan')):.3f} |"
+             for route, a in auroc.items() if route in ("decoder", "omics")]
+    return [
+        f"## 1b. The shipped model, no training: predicted {result.gene}",
+        f"`{info.get('name')}` (napari-seal's default when no model is given: "
+        f"`{info.get('encoder')}` encoder + SEAL, trained on "
+        f"{', '.join(info.get('training_data', {}).get('sections', []))}; "
+        f"{info.get('training_data', {}).get('attribution', '')}, "
+        f"{info.get('training_data', {}).get('licence', '')}).",
+        f"![shipped]({rel['shipped']})",
+        "",
+        "Held out (the same recipe trained on four sections, tested on the fifth; "
+        "mean over 5 folds):",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *rows,
+        "",
+        "At this section's spots (Pearson r; section C2 is one of the shipped model's "
+        "training sections, so this is not a held-out figure):",
+        "",
+        "| gene | r |",
+        "|---|---|",
+        *[f"| {g} | {r:.3f} |" for g, r in result.shipped_pearson.items()],
+        "",
+        "Next: fine-tune on your own sample (below, a short run on this section).",
+        "",
+    ]
+
+
 def _write_markdown(result, shots: dict, loss_png) -> Path:
     from napari_seal.io.atomic import atomic_write_text
 
@@ -97,7 +156,9 @@ def _write_markdown(result, shots: dict, loss_png) -> Path:
         "## 1. Spots on the tissue",
         f"![spots]({rel['spots']})",
         "",
-        f"## 2. Predicted {result.gene} expression (one pixel per 112 µm tile)",
+        *_shipped_lines(result, rel),
+        f"## 2. Fine-tuned: predicted {result.gene} expression (one pixel per 112 µm "
+        "tile)",
         f"![overlay]({rel['overlay']})",
         "",
         "Measured vs predicted at the section's own spots (Pearson r; the model was "

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["print_progress_factory", "resolve_device", "write_json"]
+__all__ = [
+    "model_from_args",
+    "print_progress_factory",
+    "progress_bar",
+    "resolve_device",
+    "warnings_as_lines",
+    "write_json",
+]
 
 
 def resolve_device(name: str) -> str:
@@ -67,3 +77,47 @@ def write_json(obj: Any, path: str | Path | None) -> None:
     from napari_seal.io.atomic import atomic_write_text
 
     atomic_write_text(Path(path), text + "\n")
+
+
+def model_from_args(args: argparse.Namespace, device: str) -> Any:
+    """Return the encoder (``--encoder``/``--weights``) or run path (``--run``)."""
+    if args.run:
+        return args.run
+    from napari_seal.models.factory import create_encoder
+
+    return create_encoder(
+        args.encoder or "default", weights=args.weights, device=device
+    )
+
+
+def progress_bar() -> Any:
+    """A terminal bar (tiles/s, ETA) that appears once the tile count is known.
+
+    Set-up problems (store mismatch, no tissue...) then print only their one-line
+    error, without an empty bar.
+    """
+    bar = print_progress_factory()
+
+    def callback(event: Any) -> None:
+        if getattr(event, "total", None):
+            bar(event)
+
+    return callback
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Print each ``UserWarning`` raised inside as one ``napari-seal: warning:`` line.
+
+    Lines are printed only when the block succeeds: on bad input the single error
+    line of ``cli.main`` is all that reaches stderr.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield
+    seen: set[str] = set()
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if issubclass(w.category, UserWarning) and text not in seen:
+            seen.add(text)
+            sys.stderr.write(f"napari-seal: warning: {text}\n")

@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import Any
 
+from napari_seal.commands._args import add_batch_size, add_common, add_model
 from napari_seal.errors import BadInputError
 
 __all__ = ["add_parser", "run"]
@@ -20,8 +21,6 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``bench`` sub-command."""
-    from napari_seal.cli import add_common
-
     p = subparsers.add_parser(
         "bench",
         help="benchmark an encoder or SEAL run with the HEST linear probe",
@@ -38,14 +37,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SAMPLE",
         help="leave-one-sample-out over these samples (instead of --train/--test)",
     )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument(
-        "--encoder",
-        metavar="NAME",
-        help="registry encoder (default: `default`); `depth` = the depth oracle",
+    add_model(
+        p, encoder_help="registry encoder (default: `default`); `depth` = the depth oracle"
     )
-    src.add_argument("--run", metavar="RUN_DIR", help="a SEAL run folder")
-    p.add_argument("--weights", metavar="FILE", help="weight file for --encoder")
     p.add_argument(
         "--json",
         required=True,
@@ -71,13 +65,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="save the fitted probe to this file (safetensors: arrays + a JSON "
         "description) for `predict --encoder NAME --head HEAD`",
     )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=64,
-        metavar="B",
-        help="patches per forward pass (default 64)",
-    )
+    add_batch_size(p, what="patches")
     add_common(p)
     p.set_defaults(func=run)
     return p
@@ -127,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_device,
         write_json,
     )
-    from napari_seal.evaluate import bench
+    from napari_seal.evaluate.benchmark import bench
 
     device = resolve_device(args.device)
     loso = bool(args.loso)

@@ -6,18 +6,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_seal.cli import add_common
+from napari_seal.commands._args import add_common
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``demo``."""
     p = sub.add_parser(
         "demo",
-        help="run import -> fine-tune -> embed -> overlay -> query on the bundled sample",
-        description="Run the SEAL loop on the bundled her2st section headless and write "
-        "OUT/report.md with viewer screenshots and plots.",
+        help="the shipped model, then import -> fine-tune -> embed -> overlay -> query "
+        "on the bundled sample",
+        description="Run the SEAL loop on the bundled her2st section headless and "
+        "write OUT/report.md with viewer screenshots and plots: first the SEAL model "
+        "shipped with napari-seal (its held-out numbers and predicted ERBB2, no "
+        "training), then a short fine-tune on the section and what it gives.",
     )
-    p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: demo/ in the workspace, "
+                   "$NAPARI_SEAL_CACHE or the user cache folder)")
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default 2)")
     p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--max-tiles", type=int, default=None, help=argparse.SUPPRESS)
@@ -35,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from napari_seal.demo import demo
 
     device = resolve_device(args.device)
+    if args.out is None:
+        from napari_seal.io.workspace import workspace_root
+
+        args.out = workspace_root() / "demo"
     result = demo(args.out, epochs=args.epochs, max_steps=args.max_steps,
                   max_tiles=args.max_tiles, device=device,
                   progress=print_progress_factory())

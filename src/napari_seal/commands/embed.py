@@ -4,7 +4,8 @@
 
     napari-seal embed SLIDE_OR_SAMPLE --out STORE.zarr [--encoder NAME [--weights FILE]
         | --run RUN_DIR] [--batch-size B] [--stride-px S] [--scheduler ADDRESS]
-        [--mpp UM] [--tissue-threshold T] [--max-tiles N] [--device D] [--debug]
+        [--mpp UM] [--tissue-threshold T] [--max-tiles N] [--precision P] [--compile]
+        [--device D] [--debug]
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import argparse
 import sys
 from typing import Any
 
+from napari_seal.commands._args import add_batch_size, add_common, add_model
 from napari_seal.errors import BadInputError
 
 __all__ = ["add_parser", "run"]
 
+# napari_seal.models.precision.PRECISIONS, spelled out: parsing stays torch-free
+_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``embed`` sub-command."""
-    from napari_seal.cli import add_common
-
     p = subparsers.add_parser(
         "embed",
         help="embed every tissue tile of a slide into a zarr store (resumable)",
@@ -34,21 +37,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "source", metavar="SLIDE_OR_SAMPLE", help="a slide file or a HEST sample folder"
     )
     p.add_argument("--out", required=True, metavar="STORE.zarr", help="the store")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument(
-        "--encoder",
-        metavar="NAME",
-        help="registry encoder (default: `default`, the embedded EfficientNet-Lite0)",
-    )
-    src.add_argument("--run", metavar="RUN_DIR", help="a SEAL run folder")
-    p.add_argument("--weights", metavar="FILE", help="weight file for --encoder")
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=64,
-        metavar="B",
-        help="tiles per forward pass (default 64)",
-    )
+    add_model(p)
+    add_batch_size(p, what="tiles")
     p.add_argument(
         "--stride-px",
         type=int,
@@ -86,6 +76,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="embed only the first N tissue tiles (a budget for tests and benchmarks)",
     )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        metavar="P",
+        help="inference precision: auto (default: bf16 where the CPU or GPU runs it "
+        "natively, else fp32), fp32, bf16, or fp16 (CUDA only); recorded in the store",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the encoder through torch.compile (faster steady state after a "
+        "one-off compile, about a minute on CPU; the compile time is reported)",
+    )
     add_common(p)
     p.set_defaults(func=run)
     return p
@@ -115,41 +118,36 @@ def _check(args: argparse.Namespace) -> None:
     if args.mpp is not None and args.mpp <= 0:
         msg = f"--mpp must be positive (um per pixel), got {args.mpp}"
         raise BadInputError(msg)
+    if args.precision not in _PRECISIONS:
+        msg = (
+            f"--precision must be one of {', '.join(_PRECISIONS)}, got "
+            f"{args.precision!r}; auto picks bf16 where the hardware runs it natively"
+        )
+        raise BadInputError(msg)
+    if args.compile and args.scheduler:
+        msg = (
+            "--compile runs locally; drop it with --scheduler (each worker would "
+            "compile on its own)"
+        )
+        raise BadInputError(msg)
 
 
-def model_from_args(args: argparse.Namespace, device: str) -> Any:
-    """Return the encoder (``--encoder``/``--weights``) or run path (``--run``)."""
-    if args.run:
-        return args.run
-    from napari_seal.models.registry import create_encoder
+def _how(store: Any) -> str:
+    """`` (bf16, channels_last, compiled in 52.1 s)`` from the store's attrs."""
+    import zarr
 
-    return create_encoder(
-        args.encoder or "default", weights=args.weights, device=device
-    )
-
-
-def progress_bar() -> Any:
-    """A terminal bar (tiles/s, ETA) that appears once the tile count is known.
-
-    Set-up problems (store mismatch, no tissue...) then print only their one-line
-    error, without an empty bar.
-    """
-    from napari_seal.commands._util import print_progress_factory
-
-    bar = print_progress_factory()
-
-    def callback(event: Any) -> None:
-        if getattr(event, "total", None):
-            bar(event)
-
-    return callback
+    info = dict(zarr.open_group(store, mode="r").attrs).get("inference") or {}
+    parts = [str(info.get(k)) for k in ("precision", "memory_format") if info.get(k)]
+    if info.get("compile"):
+        parts.append(f"compiled in {info.get('compile_s') or 0:.1f} s")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``napari-seal embed``; return the exit code."""
     _check(args)
-    from napari_seal.commands._util import resolve_device
-    from napari_seal.embed import embed
+    from napari_seal.commands._util import model_from_args, progress_bar, resolve_device
+    from napari_seal.embedding.run import embed
 
     device = resolve_device(args.device)
     store = embed(
@@ -164,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
         tissue_threshold=args.tissue_threshold,
         max_tiles=args.max_tiles,
         device=device,
+        precision=args.precision,
+        compile=args.compile,
         progress=progress_bar(),
     )
-    sys.stderr.write(f"wrote {store}\n")
+    sys.stderr.write(f"wrote {store}{_how(store)}\n")
     return 0

@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import Any
 
+from napari_seal.commands._args import add_common
 from napari_seal.errors import BadInputError
 
 __all__ = ["add_parser", "run"]
@@ -20,8 +21,6 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``export`` sub-command."""
-    from napari_seal.cli import add_common
-
     p = subparsers.add_parser(
         "export",
         help="export embeddings (TRIDENT/CLAM h5) or gene regions (QuPath GeoJSON)",
@@ -67,7 +66,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``napari-seal export``; return the exit code."""
-    from napari_seal.export import export_geojson, export_trident_h5
+    from napari_seal.predict.export import export_geojson, export_trident_h5
 
     if args.fmt == "trident-h5":
         if args.gene:

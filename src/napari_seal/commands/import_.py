@@ -15,19 +15,18 @@ is estimated from the spot grid (recorded as ``estimated``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["add_parser", "run", "warnings_as_lines"]
+from napari_seal.commands._args import add_common
+from napari_seal.commands._util import warnings_as_lines
+
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``import`` sub-command."""
-    from napari_seal.cli import add_common
-    from napari_seal.io.st import KINDS
+    from napari_seal.io.st.contract import KINDS
 
     p = subparsers.add_parser(
         "import",
@@ -103,24 +102,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_common(p, compute=False)
     p.set_defaults(func=run)
     return p
-
-
-@contextlib.contextmanager
-def warnings_as_lines() -> Iterator[None]:
-    """Print each ``UserWarning`` raised inside as one ``napari-seal: warning:`` line.
-
-    Lines are printed only when the block succeeds: on bad input the single error
-    line of ``cli.main`` is all that reaches stderr.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        yield
-    seen: set[str] = set()
-    for w in caught:
-        text = " ".join(str(w.message).split())
-        if issubclass(w.category, UserWarning) and text not in seen:
-            seen.add(text)
-            sys.stderr.write(f"napari-seal: warning: {text}\n")
 
 
 def run(args: argparse.Namespace) -> int:

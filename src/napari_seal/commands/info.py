@@ -12,13 +12,13 @@ import json
 import sys
 from typing import Any
 
+from napari_seal.commands._args import add_common
+
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``info`` sub-command."""
-    from napari_seal.cli import add_common
-
     p = subparsers.add_parser(
         "info",
         help="describe a slide or an ST sample (pixel size, size, spots, genes)",
@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the description of ``args.path``; return 0."""
-    from napari_seal.commands.import_ import warnings_as_lines
+    from napari_seal.commands._util import warnings_as_lines
     from napari_seal.io.convert import describe
 
     with warnings_as_lines():

@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Any
 
+from napari_seal.commands._args import add_batch_size, add_common
 from napari_seal.errors import BadInputError
 
 __all__ = ["add_parser", "run"]
@@ -19,8 +20,6 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``lookup`` sub-command."""
-    from napari_seal.cli import add_common
-
     p = subparsers.add_parser(
         "lookup",
         help="image -> expression: nearest reference spots to a region",
@@ -74,13 +73,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="OUT.json",
         help="where to write the result (`-` = stdout)",
     )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=64,
-        metavar="B",
-        help="patches per forward pass (default 64)",
-    )
+    add_batch_size(p, what="patches")
     add_common(p)
     p.set_defaults(func=run)
     return p
@@ -99,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_device,
         write_json,
     )
-    from napari_seal.retrieval import lookup
+    from napari_seal.retrieval.spot_lookup import lookup
 
     device = resolve_device(args.device)
     result = lookup(

@@ -2,9 +2,12 @@
 
 ::
 
-    napari-seal query SLIDE_OR_SAMPLE --run RUN_DIR --gene G [--gene G2 ...]
+    napari-seal query SLIDE_OR_SAMPLE [--run RUN_DIR] --gene G [--gene G2 ...]
         [--signature FILE] --out SCORES.zarr [--route omics|decoder]
         [--spot-scores SCORES.csv] [--store STORE.zarr] [--top-q Q] [--no-contrast]
+
+Without --run it uses the SEAL model shipped with the package
+(:func:`napari_seal.models.shipped.shipped_run_path`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 import sys
 from typing import Any
 
+from napari_seal.commands._args import add_batch_size, add_common
 from napari_seal.errors import BadInputError
 
 __all__ = ["add_parser", "run"]
@@ -21,24 +25,29 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``query`` sub-command."""
-    from napari_seal.cli import add_common
-
     p = subparsers.add_parser(
         "query",
         help="gene -> image: score where the tissue matches a gene or signature",
         description="Score every tissue tile of a slide for a gene query with a SEAL "
-        "run. Route omics (default): cosine between each tile's image embedding and "
-        "the omics encoder's embedding of the query profile (query genes at +2 SD, "
-        "others at their training mean), minus that of the all-mean profile "
-        "(--no-contrast: without). Route decoder: the run's predicted "
-        "expression of the query genes (weighted mean z-score). See docs/queries.md.",
+        "run. Route decoder: the run's predicted expression of the query genes "
+        "(weighted mean z-score). Route omics: cosine between each tile's image "
+        "embedding and the mean omics embedding of the run's training spots in the "
+        "top quartile of the query, minus the mean over all its training spots "
+        "(--no-contrast: without; runs without a reference bank embed a synthetic "
+        "profile instead). Without --run: the "
+        "SEAL model shipped with napari-seal (seal-default-her2st, docs/models.md). "
+        "See docs/queries.md.",
     )
     p.add_argument(
         "source",
         metavar="SLIDE_OR_SAMPLE",
         help="a slide image or a HEST sample folder",
     )
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a SEAL run folder")
+    p.add_argument(
+        "--run",
+        metavar="RUN_DIR",
+        help="a SEAL run folder (default: the shipped model, seal-default-her2st)",
+    )
     p.add_argument(
         "--gene",
         action="append",
@@ -58,18 +67,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SCORES.zarr",
         help="where to write the scores (zarr group)",
     )
+    from napari_seal.retrieval.scoring import DEFAULT_ROUTE, ROUTES
+
     p.add_argument(
         "--route",
-        choices=["omics", "decoder"],
-        default="omics",
-        help="omics (default): shared-space similarity; decoder: predicted expression",
+        choices=list(ROUTES),
+        default=DEFAULT_ROUTE,
+        help=f"decoder: the run's predicted expression of the query genes; omics: "
+        f"similarity in the shared space to the run's training spots high in the "
+        f"query (default: {DEFAULT_ROUTE}, the better on held-out sections)",
     )
     p.add_argument(
         "--contrast",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="route omics: compare with the query profile's embedding minus the "
-        "all-mean profile's (default); --no-contrast uses the raw embedding",
+        help="route omics: subtract the embedding of typical tissue (all training "
+        "spots) from the query's (default); --no-contrast uses the raw embedding",
     )
     p.add_argument(
         "--spot-scores",
@@ -81,7 +94,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--store",
         metavar="STORE.zarr",
         help="an embedding store made with this run (`napari-seal embed "
-        "--run`); default: embed into the cache, reused by later queries",
+        "--run`); default: embed into the workspace store of this slide and run, "
+        "reused by later commands",
     )
     p.add_argument(
         "--top-q",
@@ -91,13 +105,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="fraction of tissue tiles outlined in the saved contour "
         "(default 0.1 = top 10%%)",
     )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=64,
-        metavar="B",
-        help="patches per forward pass when embedding (default 64)",
-    )
+    add_batch_size(p, what="patches")
     p.add_argument(
         "--mpp",
         type=float,
@@ -130,9 +138,13 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from napari_seal.commands._util import print_progress_factory, resolve_device
-    from napari_seal.retrieval import query
+    from napari_seal.retrieval.gene_query import query
 
     device = resolve_device(args.device)
+    if not args.run:
+        from napari_seal.models.shipped import shipped_run_path
+
+        args.run = str(shipped_run_path())
     result = query(
         args.source,
         args.run,

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from napari_seal.commands._args import add_common
+
 __all__ = ["add_parser", "add_train_arguments", "config_from_args", "run"]
 
 
@@ -103,8 +105,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``train`` sub-command."""
-    from napari_seal.cli import add_common
-
     p = subparsers.add_parser(
         "train",
         help="fine-tune an encoder with SEAL on ST samples (LoRA + omics VAE)",
@@ -122,13 +122,13 @@ def config_from_args(args: argparse.Namespace, *, device: str):
     """Build the :class:`TrainConfig` that the flags ask for."""
     import json
 
-    from napari_seal import runs
+    import napari_seal.training.runs as runs
     from napari_seal.training.config import (
         TrainConfig,
         config_from_preset,
         preset_for_device,
     )
-    from napari_seal.training.preprocess import parse_gene_list
+    from napari_seal.training.expression import parse_gene_list
 
     overrides: dict[str, Any] = {
         "encoder": args.encoder,
@@ -182,31 +182,45 @@ def _graceful_sigint() -> Iterator[threading.Event]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the samples, train, print the run directory; return the exit code."""
+    """Load the samples, train, print the run directory; return the exit code.
+
+    Under ``torchrun --nproc-per-node N -m napari_seal train ...`` (``WORLD_SIZE`` > 1)
+    every process joins the process group and trains on its share of each global
+    batch (DistributedDataParallel, CLIP negatives gathered across ranks); rank 0
+    writes the run directory and draws the progress bar.
+    """
     from napari_seal.commands._util import print_progress_factory, resolve_device
     from napari_seal.io.hest import load_sample
+    from napari_seal.training.ddp import cleanup_distributed, init_distributed
     from napari_seal.training.trainer import iter_train
 
     device = resolve_device(args.device)
-    config = config_from_args(args, device=device)
-    samples = [load_sample(p) for p in args.samples]
-    callback = print_progress_factory()
-    gen = iter_train(
-        samples, out=args.out, config=config, resume=args.resume, device=device
-    )
-    with _graceful_sigint() as stop:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as done:
-                result = done.value
-                break
-            callback(event)
-            if stop.is_set():
-                gen.close()  # writes a checkpoint of the last finished step
-                sys.stderr.write(
-                    f"napari-seal: stopped; resume with --out {args.out} --resume\n"
-                )
-                return 130
-    sys.stdout.write(f"{result}\n")
-    return 0
+    try:
+        info = init_distributed(device=device)
+        if device == "cuda" and info.world_size > 1:
+            device = f"cuda:{info.local_rank}"
+        config = config_from_args(args, device=device)
+        samples = [load_sample(p) for p in args.samples]
+        callback = print_progress_factory() if info.is_main else (lambda event: None)
+        gen = iter_train(
+            samples, out=args.out, config=config, resume=args.resume, device=device
+        )
+        with _graceful_sigint() as stop:
+            while True:
+                try:
+                    event = next(gen)
+                except StopIteration as done:
+                    result = done.value
+                    break
+                callback(event)
+                if stop.is_set():
+                    gen.close()  # writes a checkpoint of the last finished step
+                    sys.stderr.write(
+                        f"napari-seal: stopped; resume with --out {args.out} --resume\n"
+                    )
+                    return 130
+        if info.is_main:
+            sys.stdout.write(f"{result}\n")
+        return 0
+    finally:
+        cleanup_distributed()

@@ -28,12 +28,14 @@ from napari_seal.errors import (
     SealError,
     SpatialDataError,
 )
-from napari_seal.io.st import READ_ERRORS, StData, build_adata, validate_st
+from napari_seal.io.assemble import sample_from_st
+from napari_seal.io.st.contract import READ_ERRORS, StData, build_adata, validate_st
+from napari_seal.io.st.visium import read_h5ad_st, read_spaceranger
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-    from napari_seal.sample import SpatialSample
+    from napari_seal.io.sample import SpatialSample
 
 __all__ = [
     "bundled_sample_path",
@@ -174,7 +176,7 @@ def _read_h5ad(path: Path) -> AnnData:
 def _technology_defaults(
     meta: dict[str, Any],
 ) -> tuple[str | None, float | None, float | None]:
-    from napari_seal.io.grid import technology
+    from napari_seal.io.st.grid import technology
 
     name = meta.get("st_technology")
     spot = _positive(meta.get("spot_diameter"))
@@ -191,7 +193,7 @@ def _technology_defaults(
 
 
 def read_hest_st(root: str | Path, *, sample_id: str | None = None) -> StData:
-    """Read one sample of a HEST-1k folder as :class:`~napari_seal.io.st.StData`.
+    """Read one sample of a HEST-1k folder as :class:`~napari_seal.io.st.contract.StData`.
 
     Parameters
     ----------
@@ -250,7 +252,7 @@ def load_sample(
     mpp: float | None = None,
     sample_id: str | None = None,
 ) -> SpatialSample:
-    """Load a HEST-layout sample folder as a :class:`~napari_seal.sample.SpatialSample`.
+    """Load a HEST-layout sample folder as a :class:`~napari_seal.io.sample.SpatialSample`.
 
     Parameters
     ----------
@@ -281,14 +283,11 @@ def load_sample(
         from napari_seal.io.sniff import sniff
 
         kind = sniff(p)
-        if kind in ("visium", "h5ad"):
-            from napari_seal.io.convert import open_st_path
-
-            return open_st_path(p, kind=kind, mpp=mpp)
-    st = read_hest_st(p, sample_id=sample_id)
-    from napari_seal.io.convert import sample_from_st
-
-    return sample_from_st(st, mpp=mpp)
+        if kind == "visium":
+            return sample_from_st(read_spaceranger(p), mpp=mpp)
+        if kind == "h5ad":
+            return sample_from_st(read_h5ad_st(p), mpp=mpp)
+    return sample_from_st(read_hest_st(p, sample_id=sample_id), mpp=mpp)
 
 
 def bundled_sample_path() -> Path:
@@ -341,7 +340,7 @@ def write_hest_sample(
     adata
         Spots x genes (written gzip-compressed).
     image
-        A :class:`~napari_seal.io.slide.Slide` or array, written as a pyramidal
+        A :class:`~napari_seal.io.slide.core.Slide` or array, written as a pyramidal
         JPEG TIFF.
     mpp
         Pixel size embedded in the TIFF.
@@ -357,18 +356,24 @@ def write_hest_sample(
     Path
         ``out``. On any failure nothing is left behind (``out`` keeps its old state).
     """
-    from napari_seal.io.atomic import _umask, ensure_writable_dir
+    from napari_seal.io.atomic import (
+        _umask,
+        ensure_writable_dir,
+        remove_stale_temporaries,
+        temporary_prefix,
+    )
 
     try:  # the contract's name (docs/architecture.md); the code lives in tiff_writer
-        from napari_seal.io.slide import write_pyramidal_tiff
+        from napari_seal.io.slide.writer import write_pyramidal_tiff
     except ImportError:
-        from napari_seal.io.tiff_writer import write_pyramidal_tiff
+        from napari_seal.io.slide.writer import write_pyramidal_tiff
 
     out = Path(out)
     sample_id = check_sample_id(sample_id)
     _check_out(out)
     ensure_writable_dir(out.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    remove_stale_temporaries(out.parent, name=out.name)  # a killed import's
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(out.name), dir=out.parent))
     try:
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a sample is shared
         for sub in ("wsis", "st", "metadata"):

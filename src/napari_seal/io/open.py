@@ -9,8 +9,8 @@ from napari_seal.errors import BadInputError
 from napari_seal.io.sniff import sniff
 
 if TYPE_CHECKING:
-    from napari_seal.io.slide import Slide
-    from napari_seal.sample import SpatialSample
+    from napari_seal.io.sample import SpatialSample
+    from napari_seal.io.slide.core import Slide
 
 __all__ = ["open_path", "open_sample"]
 
@@ -27,7 +27,7 @@ def open_path(path: str | Path, *, mpp: float | None = None) -> SpatialSample | 
 
     Returns
     -------
-    A :class:`~napari_seal.sample.SpatialSample` for ST data, else a slide.
+    A :class:`~napari_seal.io.sample.SpatialSample` for ST data, else a slide.
 
     Raises
     ------
@@ -43,7 +43,7 @@ def open_path(path: str | Path, *, mpp: float | None = None) -> SpatialSample | 
         sample.metadata.setdefault("path", str(path))
         return sample
     if kind == "slide":
-        from napari_seal.io.slide import open_slide
+        from napari_seal.io.slide.core import open_slide
 
         return open_slide(path, mpp=mpp)
     if kind in ("visium", "h5ad"):

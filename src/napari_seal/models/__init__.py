@@ -14,15 +14,15 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "Encoder": "napari_seal.models.registry",
+    "Encoder": "napari_seal.models.factory",
     "EncoderSpec": "napari_seal.models.registry",
     "RANDOM": "napari_seal.models.registry",
-    "create_encoder": "napari_seal.models.registry",
+    "create_encoder": "napari_seal.models.factory",
     "get_encoder_spec": "napari_seal.models.registry",
     "list_encoders": "napari_seal.models.registry",
     "register_encoder": "napari_seal.models.registry",
     "resolve_encoder_name": "napari_seal.models.registry",
-    "wrap_module": "napari_seal.models.registry",
+    "wrap_module": "napari_seal.models.factory",
     "load_state_dict_file": "napari_seal.models.weights",
     "load_weights_strict": "napari_seal.models.weights",
     "encode_images": "napari_seal.models.inference",
@@ -36,7 +36,7 @@ _LAZY = {
     "load_official_seal": "napari_seal.models.seal_checkpoint",
     "load_official_omics": "napari_seal.models.seal_checkpoint",
     "GeneVAE": "napari_seal.models.omics",
-    "ImgEmbDecoder": "napari_seal.models.heads",
+    "ImgEmbDecoder": "napari_seal.models.decoder",
 }
 
 __all__ = sorted(_LAZY)

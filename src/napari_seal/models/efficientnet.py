@@ -43,7 +43,6 @@ import re
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from napari_seal.errors import WeightsError
 
@@ -51,9 +50,7 @@ __all__ = [
     "STAGE_DEPTHS",
     "embedded_weights_path",
     "from_efficientnet_pytorch",
-    "imagenet_classifier",
     "is_efficientnet_pytorch_layout",
-    "load_embedded_weights",
 ]
 
 #: Blocks per stage of EfficientNet-Lite0 (16 in all).
@@ -132,35 +129,3 @@ def from_efficientnet_pytorch(
             )
             raise WeightsError(msg) from err
     return out
-
-
-def _load_embedded_state() -> dict[str, torch.Tensor]:
-    from napari_seal.models.weights import load_state_dict_file
-
-    return from_efficientnet_pytorch(load_state_dict_file(embedded_weights_path()))
-
-
-def load_embedded_weights(module: nn.Module) -> nn.Module:
-    """Load the embedded ImageNet weights (without the classifier) into ``module``."""
-    from napari_seal.models.weights import load_weights_strict
-
-    state = {
-        k: v
-        for k, v in _load_embedded_state().items()
-        if not k.startswith("classifier.")
-    }
-    load_weights_strict(module, state, source=embedded_weights_path())
-    return module
-
-
-def imagenet_classifier() -> nn.Linear:
-    """The embedded 1000-class ImageNet classifier: ``Linear(1280, 1000)``.
-
-    ``imagenet_classifier()(encoder.module(x))`` gives ImageNet logits.
-    """
-    state = _load_embedded_state()
-    head = nn.Linear(1280, 1000)
-    head.load_state_dict(
-        {"weight": state["classifier.weight"], "bias": state["classifier.bias"]}
-    )
-    return head.eval()

@@ -28,9 +28,15 @@ Choices where the reference leaves room (also in ``docs``):
 
 from __future__ import annotations
 
-from napari_seal.models.registry import register_encoder
+__all__ = ["ENTRIES"]
 
-__all__: list[str] = []
+#: ``(name, fields)`` of every built-in entry, in registry order; the registry
+#: registers them (this module imports nothing of the registry, so no cycle).
+ENTRIES: list[tuple[str, dict]] = []
+
+
+def register_encoder(name: str, **fields) -> None:
+    ENTRIES.append((name, fields))
 
 HOPT_MEAN = (0.707223, 0.578729, 0.703617)
 HOPT_STD = (0.211883, 0.230117, 0.177517)

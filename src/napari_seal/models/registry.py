@@ -1,36 +1,30 @@
-"""Encoder registry (timm-style): names -> specs + builders -> :class:`Encoder`.
+"""Encoder registry (timm-style): names -> :class:`EncoderSpec` + builder. Specs only.
 
-``list_encoders`` and :class:`EncoderSpec` are torch-free, so a widget or the CLI can
-show the table (licence, gating, where to get the weights) without importing torch.
-``create_encoder`` builds the exact architecture offline (never downloads anything) and
-loads a user-supplied weight file strictly (:mod:`napari_seal.models.weights`).
-
-The specs themselves live in :mod:`napari_seal.models.encoders`.
+Torch-free, so a widget or the CLI can show the table (licence, gating, where to get
+the weights) without importing torch. The table itself is
+:mod:`napari_seal.models.encoders` (registered here at import);
+:mod:`napari_seal.models.factory` builds modules and :class:`Encoder` objects from it.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from napari_seal.errors import UnknownEncoderError, WeightsError
+from napari_seal.errors import UnknownEncoderError
+from napari_seal.models import encoders as _catalogue
 
 __all__ = [
     "RANDOM",
-    "Encoder",
     "EncoderSpec",
-    "build_module",
-    "create_encoder",
     "get_builder",
     "get_encoder_spec",
     "list_encoders",
     "register_encoder",
     "resolve_encoder_name",
-    "wrap_module",
 ]
 
 log = logging.getLogger(__name__)
@@ -131,67 +125,9 @@ class EncoderSpec:
         return out
 
 
-@dataclass
-class Encoder:
-    """A built encoder: a module plus everything needed to feed it.
-
-    Attributes
-    ----------
-    name
-        Registry name.
-    module
-        ``nn.Module``: normalised float ``(B, 3, tile_px, tile_px)`` -> ``(B, D)``.
-    transform
-        :class:`~napari_seal.models.transforms.TileTransform`: uint8 ``(H, W, 3)`` or
-        ``(B, H, W, 3)`` -> normalised float tensor ``(B, 3, tile_px, tile_px)``.
-    embed_dim, tile_px, mpp
-        Output dimension, input side (px) and input pixel size (um/px).
-    dtype
-        Inference precision (``torch.float32``, ``float16`` or ``bfloat16``);
-        :func:`napari_seal.models.inference.encode_images` autocasts to it where the
-        device supports it (on CPU only bf16).
-    mean, std
-        Normalisation used by ``transform``.
-    spec
-        The registry entry.
-    weights
-        The weight file loaded (``None`` for random or embedded weights).
-    """
-
-    name: str
-    module: Any
-    transform: Callable[[Any], Any]
-    embed_dim: int
-    tile_px: int
-    mpp: float
-    dtype: Any
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    spec: EncoderSpec
-    weights: Path | None = None
-
-    @property
-    def device(self):
-        """Device of the module's first parameter or buffer (CPU when it has none)."""
-        import torch
-
-        for t in self.module.parameters():
-            return t.device
-        for t in self.module.buffers():
-            return t.device
-        return torch.device("cpu")
-
-    def encode(self, images, *, batch_size: int = 64, device=None):
-        """Embed uint8 RGB tiles (see ``inference.encode_images``)."""
-        from napari_seal.models.inference import encode_images
-
-        return encode_images(self, images, batch_size=batch_size, device=device)
-
-
 Builder = Callable[[EncoderSpec], Any]
 _REGISTRY: dict[str, tuple[EncoderSpec, Builder]] = {}
 _ALIASES: dict[str, str] = {}
-_LOADED = False
 
 
 def _norm(name: str) -> str:
@@ -234,13 +170,6 @@ def register_encoder(name: str, *, builder: Builder | None = None, **fields: Any
     return _register
 
 
-def _ensure_loaded() -> None:
-    global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        import napari_seal.models.encoders  # noqa: F401  (registers the specs)
-
-
 def resolve_encoder_name(name: str) -> str:
     """Return the registry name for ``name`` or an alias (``uni2_h``, ``univ2``...).
 
@@ -249,7 +178,6 @@ def resolve_encoder_name(name: str) -> str:
     UnknownEncoderError
         When the name is unknown; the message lists the valid names.
     """
-    _ensure_loaded()
     key = _norm(name)
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
@@ -266,97 +194,8 @@ def get_encoder_spec(name: str) -> EncoderSpec:
 
 def list_encoders(pattern: str = "*") -> list[EncoderSpec]:
     """List registered encoders whose name matches a glob ``pattern`` (torch-free)."""
-    _ensure_loaded()
     pat = _norm(pattern)
     return [spec for key, (spec, _) in _REGISTRY.items() if fnmatch.fnmatch(key, pat)]
-
-
-def build_module(name: str, *, meta: bool = False):
-    """Build the randomly initialised module of ``name`` (on the meta device if asked).
-
-    The meta device allocates no memory: use it to count parameters or to read the key
-    layout of the giant models.
-    """
-    import torch
-
-    key = resolve_encoder_name(name)
-    spec, builder = _REGISTRY[key]
-    if meta:
-        with torch.device("meta"):
-            return builder(spec)
-    return builder(spec)
-
-
-def _torch_dtype(name: str):
-    import torch
-
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
-
-
-def create_encoder(
-    name: str, *, weights: str | Path | Mapping | None = None, device=None
-) -> Encoder:
-    """Build encoder ``name`` offline and load its weights strictly.
-
-    Parameters
-    ----------
-    name
-        Registry name or alias (``list_encoders()`` shows them).
-    weights
-        A local weight file (safetensors, or a PyTorch file read with
-        ``weights_only=True``), an in-memory state dict, ``"random"`` for an
-        untrained network, or ``None``:
-        the embedded weights for ``default``, random weights for the encoders that do
-        not need a file (``test-vit``, ``vit-s``, ``vit-b``, ``color-stats``), and an
-        error naming where to get the file for the foundation models.
-    device
-        Where to put the module (``"cpu"``, ``"cuda"``, a ``torch.device``); default
-        CPU.
-
-    Returns
-    -------
-    Encoder
-        In eval mode.
-
-    Raises
-    ------
-    UnknownEncoderError
-        For an unknown name (the message lists the valid ones).
-    WeightsError
-        When the file is missing, unsafe, unreadable or does not fit the architecture
-        (the message names the missing, unexpected and mis-shaped keys).
-    """
-    from napari_seal.models import weights as wmod
-
-    key = resolve_encoder_name(name)
-    spec, builder = _REGISTRY[key]
-    path: Path | None = None
-    if weights is None and spec.requires_weights:
-        msg = (
-            f"encoder {spec.name!r} needs its weight file, which napari-seal never "
-            f"downloads: get it from {spec.weights_from} and pass it with "
-            "--weights FILE "
-            "(weights=FILE in Python); weights='random' builds an untrained network"
-        )
-        raise WeightsError(msg)
-    if isinstance(weights, str) and weights == RANDOM:
-        module = builder(spec)
-    elif weights is None:
-        module = builder(spec)
-        if spec.family == "efficientnet":
-            from napari_seal.models.efficientnet import load_embedded_weights
-
-            load_embedded_weights(module)
-    elif isinstance(weights, Mapping):  # an in-memory state dict
-        module = wmod.build_and_load(spec, builder, dict(weights), source="state dict")
-    else:
-        path = Path(weights).expanduser()
-        raw = wmod.load_state_dict_file(path)
-        module = wmod.build_and_load(spec, builder, raw, source=path)
-    module.eval()
-    if device is not None:
-        module.to(device)
-    return wrap_module(spec, module, weights=path)
 
 
 def get_builder(name: str) -> Builder:
@@ -364,35 +203,6 @@ def get_builder(name: str) -> Builder:
     return _REGISTRY[resolve_encoder_name(name)][1]
 
 
-def wrap_module(
-    spec: EncoderSpec | str, module: Any, *, weights: Path | None = None
-) -> Encoder:
-    """Make an :class:`Encoder` around an already built ``module`` of entry ``spec``.
-
-    Used for modules the registry did not load itself: a LoRA-merged SEAL encoder, a
-    module restored from a run directory.
-    """
-    from napari_seal.models.transforms import TileTransform
-
-    if not isinstance(spec, EncoderSpec):
-        spec = get_encoder_spec(spec)
-    transform = TileTransform(
-        spec.tile_px,
-        tuple(spec.mean),
-        tuple(spec.std),
-        resize_px=spec.resize_px,
-        interpolation=spec.interpolation,
-    )
-    return Encoder(
-        name=spec.name,
-        module=module,
-        transform=transform,
-        embed_dim=spec.embed_dim,
-        tile_px=spec.tile_px,
-        mpp=spec.mpp,
-        dtype=_torch_dtype(spec.dtype),
-        mean=tuple(spec.mean),
-        std=tuple(spec.std),
-        spec=spec,
-        weights=weights,
-    )
+# the built-in table (torch-free): registered once, when the registry is imported
+for _name, _fields in _catalogue.ENTRIES:
+    register_encoder(_name, **_fields)

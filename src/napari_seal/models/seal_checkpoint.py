@@ -245,7 +245,7 @@ def decoder_from_heads(heads: dict[str, torch.Tensor], embed_dim: int):
     ``(G, hidden)``, each with its bias. Returns ``None`` unless exactly one group
     fits (the file's head names are not documented, so nothing is guessed further).
     """
-    from napari_seal.models.heads import ImgEmbDecoder
+    from napari_seal.models.decoder import ImgEmbDecoder
 
     groups: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in heads.items():
@@ -345,7 +345,8 @@ def load_official_seal(
 
     from napari_seal.models import lora as lora_mod
     from napari_seal.models import weights as wmod
-    from napari_seal.models.registry import create_encoder, get_builder, wrap_module
+    from napari_seal.models.factory import build_and_load, create_encoder, wrap_module
+    from napari_seal.models.registry import get_builder
 
     vision = Path(vision).expanduser()
     spec = _resolve_backbone(vision, backbone)
@@ -357,7 +358,7 @@ def load_official_seal(
             _check_same_base(spec, encoder.module, keys.base)
     elif keys.base:
         try:
-            module = wmod.build_and_load(
+            module = build_and_load(
                 spec, get_builder(spec.name), keys.base, source=vision
             )
         except CheckpointError:

@@ -21,13 +21,11 @@ their counts and, when the file fits another registry entry better, names that e
 
 from __future__ import annotations
 
-import functools
 import logging
 import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +34,12 @@ import torch
 from napari_seal.errors import WeightsError
 
 __all__ = [
+    "mismatch_error",
     "StateDiff",
+    "check_finite",
     "adapt_state_dict",
-    "build_and_load",
     "describe_state_dict",
     "diff_state_dict",
-    "guess_encoders",
     "load_state_dict_file",
     "load_weights_strict",
     "unwrap_state_dict",
@@ -123,7 +121,45 @@ def load_state_dict_file(
                 "the file is damaged or of another kind, download it again"
             )
             raise WeightsError(msg) from err
-    return unwrap_state_dict(obj, source=path) if unwrap else obj
+    state = unwrap_state_dict(obj, source=path) if unwrap else obj
+    if isinstance(state, Mapping):
+        check_finite(state, source=path)
+    return state
+
+
+def check_finite(state: Mapping[str, Any], *, source: Any = None) -> None:
+    """Refuse weights holding NaN or infinite values, naming the tensor.
+
+    A model built from them embeds every tile as NaN, which surfaces much later as
+    blank overlays or a "no finite values" error far from the cause (a download cut
+    short, a training that diverged).
+
+    Raises
+    ------
+    WeightsError
+        Naming the first bad tensor, its count of NaN / inf values and how many
+        tensors are affected.
+    """
+    bad = []
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            bad.append((key, value, int(value.numel() - finite.sum())))
+    if not bad:
+        return
+    key, value, n_bad = bad[0]
+    n_nan = int(torch.isnan(value).sum())
+    where = f" in {source}" if source is not None else ""
+    more = f" ({len(bad) - 1} more tensors too)" if len(bad) > 1 else ""
+    msg = (
+        f"the weights{where} are not usable: tensor {key!r} holds {n_nan} NaN and "
+        f"{n_bad - n_nan} infinite values of {value.numel()}{more}. The file is "
+        "damaged or was saved from a training that diverged: download it again, or "
+        "use an earlier checkpoint"
+    )
+    raise WeightsError(msg)
 
 
 def unwrap_state_dict(obj: Any, *, source: Any = None) -> dict[str, torch.Tensor]:
@@ -265,54 +301,6 @@ def _optional_prefixes(spec) -> tuple[str, ...]:
     return ()
 
 
-@functools.lru_cache(maxsize=32)
-def _spec_shapes(name: str) -> dict[str, tuple]:
-    from napari_seal.models.registry import build_module
-
-    return _shapes(build_module(name, meta=True))
-
-
-def guess_encoders(
-    state: Mapping[str, torch.Tensor], *, exclude: str | None = None
-) -> list[tuple[str, int, int]]:
-    """Rank registry entries by how well a raw weight file fits them.
-
-    Cheap enough for an error path: only entries whose parameter count is within 2 %
-    of the file's are compared, key by key, with the architecture built on the meta
-    device (no memory). Returns ``(name, n_fit, n_keys)`` sorted best first, entries
-    with no fitting key left out.
-    """
-    from napari_seal.models.registry import list_encoders
-
-    out = []
-    for spec in list_encoders():
-        if spec.name == exclude or spec.family == "color-stats":
-            continue
-        try:
-            adapted = adapt_state_dict(spec, dict(state))
-        except WeightsError:
-            continue
-        n_file = sum(v.numel() for v in adapted.values() if v.is_floating_point())
-        if abs(n_file - spec.params_m * 1e6) > max(0.02 * spec.params_m * 1e6, 1e4):
-            continue
-        diff = diff_state_dict(
-            _spec_shapes(spec.name), adapted, optional=_optional_prefixes(spec)
-        )
-        if diff.n_fit > 0:
-            score = diff.n_fit - len(diff.missing) - len(diff.unexpected)
-            out.append(
-                (
-                    score,
-                    spec.name,
-                    diff.n_fit,
-                    max(diff.n_expected, diff.n_file),
-                    not diff,
-                )
-            )
-    out.sort(key=lambda t: (not t[4], -t[0]))
-    return [(name, fit, total) for _, name, fit, total, _ in out]
-
-
 def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
     """Cheap architecture summary of a ViT-like file: dim, depth, patch, registers."""
     bits = []
@@ -331,9 +319,10 @@ def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
     return ", ".join(bits)
 
 
-def _mismatch_error(
-    diff: StateDiff, *, raw: Mapping | None, spec, source
+def mismatch_error(
+    diff: StateDiff, *, raw: Mapping | None, spec, source, suggest=None
 ) -> WeightsError:
+    """The error for weights that do not fit; ``suggest(raw, exclude=)`` ranks entries."""
     name = spec.name if spec is not None else "this module"
     src = f"weights {source}" if source is not None else "these weights"
     msg = f"{src} do not fit encoder {name!r}: {diff.describe()}."
@@ -341,7 +330,11 @@ def _mismatch_error(
         desc = describe_state_dict(raw)
         if desc:
             msg += f" The file looks like: {desc}."
-        ranked = guess_encoders(raw, exclude=spec.name if spec is not None else None)
+        ranked = (
+            suggest(raw, exclude=spec.name if spec is not None else None)
+            if suggest is not None
+            else []
+        )
         if ranked:
             best, fit, total = ranked[0]
             if fit == total or fit >= 0.9 * total:
@@ -381,59 +374,11 @@ def load_weights_strict(
         state = load_state_dict_file(state_dict_or_path)
     else:
         state = dict(state_dict_or_path)
+        check_finite(state, source=source)
     diff = diff_state_dict(module, state, optional=_optional_prefixes(spec))
     if diff:
-        raise _mismatch_error(diff, raw=state, spec=spec, source=source)
+        raise mismatch_error(diff, raw=state, spec=spec, source=source)
     module.load_state_dict(state, strict=len(state) == diff.n_expected)
     return module
 
 
-def build_and_load(
-    spec, builder, raw: dict[str, torch.Tensor], *, source: Any = None
-) -> torch.nn.Module:
-    """Build ``spec``'s module and load a raw weight file's tensors into it strictly.
-
-    The module is first built on the meta device (no memory, no random init) and the
-    file's tensors are assigned to it, cast to the module's dtypes: a 1.1 B-parameter
-    model then needs one copy of its weights in memory, not two.
-    """
-    state = adapt_state_dict(spec, raw)
-    optional = _optional_prefixes(spec)
-    with torch.device("meta"):
-        module = builder(spec)
-    expected = module.state_dict()
-    diff = diff_state_dict(module, state, optional=optional)
-    if diff:
-        raise _mismatch_error(diff, raw=raw, spec=spec, source=source)
-    not_float = [
-        k
-        for k, v in state.items()
-        if expected[k].is_floating_point() and not v.is_floating_point()
-    ]
-    if not_float:
-        msg = (
-            f"weights {source or spec.name} store {len(not_float)} parameter(s) as "
-            f"{state[not_float[0]].dtype}, not floating point (first: {not_float[0]}); "
-            "the file is damaged or was quantised: give the original float weights"
-        )
-        raise WeightsError(msg)
-    for key, value in state.items():
-        want = expected[key].dtype
-        if value.dtype != want and value.is_floating_point():
-            state[key] = value.to(want)
-    if len(state) == len(expected):
-        module.load_state_dict(state, strict=True, assign=True)
-        leftover = any(t.is_meta for t in chain(module.parameters(), module.buffers()))
-        if not leftover:
-            return module
-    absent = [k for k in expected if k not in state]
-    if absent:
-        log.info(
-            "%s: %d optional keys absent from the file (not used by the embedding): %s",
-            spec.name,
-            len(absent),
-            absent[:_SHOW],
-        )
-    module = builder(spec)
-    module.load_state_dict(state, strict=not absent)
-    return module

@@ -36,7 +36,7 @@ from napari_seal.training.events import (
 )
 
 if TYPE_CHECKING:
-    from napari_seal.sample import SpatialSample
+    from napari_seal.io.sample import SpatialSample
     from napari_seal.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -45,15 +45,12 @@ log = logging.getLogger(__name__)
 def _prepare(
     samples: Sequence[SpatialSample], out: Path, config: TrainConfig, *, resume: bool
 ) -> Generator[Progress, None, tuple]:
-    from napari_seal import runs
-    from napari_seal.models.registry import create_encoder, get_encoder_spec
+    import napari_seal.training.runs as runs
+    from napari_seal.models.factory import create_encoder
+    from napari_seal.models.registry import get_encoder_spec
     from napari_seal.training.dataset import build_spot_pairs
-    from napari_seal.training.preprocess import (
-        DEFAULT_MARKERS,
-        GenePanel,
-        build_panel,
-        preprocess_sample,
-    )
+    from napari_seal.training.expression import DEFAULT_MARKERS, preprocess_sample
+    from napari_seal.training.preprocess import GenePanel, build_panel
 
     if not samples:
         msg = "no training samples were given; pass one or more HEST sample folders"
@@ -127,13 +124,15 @@ def run(
     device: torch.device,
 ) -> Generator[Progress, None, Path]:
     """Prepare, then train; see :func:`napari_seal.training.trainer.iter_train`."""
-    from napari_seal import __version__, runs
+    import napari_seal.training.runs as runs
+    from napari_seal import __version__
     from napari_seal.models.lora import apply_lora, default_lora_spec
     from napari_seal.models.omics import GeneVAE
     from napari_seal.training.augment import augment_batch
     from napari_seal.training.ddp import barrier, dist_info
     from napari_seal.training.losses import clip_loss, in_batch_accuracy, recon_loss
-    from napari_seal.training.trainer import SealModel, autocast_dtype, lr_at
+    from napari_seal.training.model import SealModel, autocast_dtype, lr_at
+    from napari_seal.training.reference_bank import bank_from_pairs
 
     dinfo = dist_info()
     if config.batch_size % dinfo.world_size:
@@ -451,7 +450,8 @@ def run(
         if metrics is not None:
             metrics.close()
     if dinfo.is_main:
-        _write_final(out, core, config, pos, precision)
+        bank = bank_from_pairs([train_pairs, eval_pairs], panel.genes)
+        _write_final(out, core, config, pos, precision, bank)
     barrier()
     yield CheckpointEvent(
         done=pos["global_step"],

@@ -113,7 +113,7 @@ def _evaluate(
 
 
 def _write_start(out: Path, config: TrainConfig, panel: GenePanel, info: dict) -> None:
-    from napari_seal import runs
+    import napari_seal.training.runs as runs
     from napari_seal.io.atomic import ensure_writable_dir
 
     ensure_writable_dir(out)
@@ -139,7 +139,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _stop_requested(out: Path, dinfo, device: torch.device) -> bool:
-    from napari_seal import runs
+    import napari_seal.training.runs as runs
 
     flag = (out / runs.STOP).exists() if dinfo.is_main else False
     if dinfo.distributed:
@@ -154,12 +154,15 @@ def _stop_requested(out: Path, dinfo, device: torch.device) -> bool:
 
 
 def _write_final(
-    out: Path, core, config: TrainConfig, pos: dict, precision: str
+    out: Path, core, config: TrainConfig, pos: dict, precision: str, bank=None
 ) -> None:
-    from napari_seal import runs
+    import napari_seal.training.runs as runs
     from napari_seal.models.lora import save_adapters
+    from napari_seal.training.reference_bank import write_bank
 
     save_adapters(core.encoder, out, encoder_name=config.encoder)
+    if bank is not None:
+        write_bank(out, bank)
     heads = {f"omics.{k}": v for k, v in core.omics.state_dict().items()}
     heads.update({f"decoder.{k}": v for k, v in core.decoder.state_dict().items()})
     runs._save_tensors(out / runs.HEADS, heads)

@@ -2,7 +2,7 @@
 
 Each training spot contributes a ``tile_px`` x ``tile_px`` uint8 patch at the encoder's
 ``mpp`` centred on the spot (resampled from the slide's own pixel size by
-:func:`napari_seal.tiling.spot_patches`) and its panel-space expression row. Patches are
+:func:`napari_seal.tiling.grid.spot_patches`) and its panel-space expression row. Patches are
 read once, so the training loop never touches the slide and needs no DataLoader
 worker processes (it runs inside napari's thread worker as well as in a terminal).
 Batches come from a permutation seeded by ``(seed, epoch)``, so a resumed run sees the
@@ -21,8 +21,9 @@ import numpy as np
 from napari_seal.errors import TrainingConfigError
 
 if TYPE_CHECKING:
-    from napari_seal.sample import SpatialSample
-    from napari_seal.training.preprocess import GenePanel, Preprocessed
+    from napari_seal.io.sample import SpatialSample
+    from napari_seal.training.expression import Preprocessed
+    from napari_seal.training.preprocess import GenePanel
 
 __all__ = ["SpotPairs", "build_spot_pairs"]
 
@@ -148,8 +149,8 @@ def build_spot_pairs(
     max_missing_fraction
         See :meth:`GenePanel.expression`.
     """
-    from napari_seal.tiling import spot_patches
-    from napari_seal.training.preprocess import preprocess_sample
+    from napari_seal.tiling.grid import spot_patches
+    from napari_seal.training.expression import preprocess_sample
 
     images, exprs, sidx, ids = [], [], [], []
     for i, sample in enumerate(samples):

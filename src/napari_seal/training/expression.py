@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from napari_seal.errors import BadInputError, SpatialDataError
 
 if TYPE_CHECKING:
-    from napari_seal.sample import SpatialSample
+    from napari_seal.io.sample import SpatialSample
 
 __all__ = [
     "DEFAULT_MARKERS",

@@ -36,24 +36,16 @@ from napari_seal.errors import BadInputError, GeneQueryError, SpatialDataError
 from napari_seal.training.expression import (
     DEFAULT_MARKERS,
     Preprocessed,
-    normalize_log1p,
     parse_gene_list,
     preprocess_sample,
-    smooth_counts,
 )
 
 if TYPE_CHECKING:
-    from napari_seal.sample import SpatialSample
+    from napari_seal.io.sample import SpatialSample
 
 __all__ = [
-    "DEFAULT_MARKERS",
     "GenePanel",
-    "Preprocessed",
     "build_panel",
-    "normalize_log1p",
-    "parse_gene_list",
-    "preprocess_sample",
-    "smooth_counts",
 ]
 
 log = logging.getLogger(__name__)

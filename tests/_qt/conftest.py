@@ -1,0 +1,1 @@
+"""Tests of _qt/: Everything that needs a napari viewer (under Xvfb): reader, widgets, demo."""

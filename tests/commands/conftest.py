@@ -1,0 +1,1 @@
+"""Tests of commands/: The `napari-seal` sub-commands, run as a user runs them."""

@@ -1,0 +1,1 @@
+"""Tests of evaluate/: The HEST-style benchmark and retrieval metrics."""

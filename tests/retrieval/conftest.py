@@ -1,0 +1,1 @@
+"""Tests of retrieval/: Gene queries, signatures, scoring, highlight, lookup."""

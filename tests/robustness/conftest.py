@@ -1,0 +1,1 @@
+"""Tests of robustness/: Bad input, fuzzing, crash/resume and security across the whole package."""

@@ -1,0 +1,1 @@
+"""Tests of tiling/: Tissue mask, tile grid, spot crops."""

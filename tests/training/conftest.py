@@ -1,0 +1,1 @@
+"""Tests of training/: Expression preprocessing, losses, the SEAL loop, run directories, DDP."""
