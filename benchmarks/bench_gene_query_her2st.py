@@ -59,6 +59,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_seal.evaluate.reliability_metrics import RELIABILITY_METHODS as RELIABILITY
+
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
 IMAGES = {
@@ -76,15 +78,6 @@ METHODS = (
     "decoder",
     "frozen ridge",
     "seal ridge",
-    "depth",
-)
-RELIABILITY = (
-    "spread",
-    "disagreement",
-    "spread+disagreement",
-    "expected-error",
-    "novelty",
-    "predicted magnitude",
     "depth",
 )
 #: saved fold results of another version are recomputed

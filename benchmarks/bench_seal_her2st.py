@@ -159,6 +159,7 @@ def train_run(
     preset: str,
     max_steps: int | None,
     device: str,
+    overrides: dict | None = None,
 ) -> tuple[Path, dict]:
     """Train (or reuse) one SEAL run; return its folder and training seconds."""
     from napari_seal.training.config import config_from_preset
@@ -167,7 +168,9 @@ def train_run(
     done = out / "bench_done.json"
     if done.is_file():
         return out, _train_info(json.loads(done.read_text()))
-    cfg = config_from_preset(preset, shuffle_pairs=shuffle, max_steps=max_steps)
+    cfg = config_from_preset(
+        preset, shuffle_pairs=shuffle, max_steps=max_steps, **(overrides or {})
+    )
     t0 = time.perf_counter()
     epochs: list[dict] = []
 
@@ -238,7 +241,17 @@ def run_frozen(samples, *, alphas, cache, device) -> dict:
 
 
 def run_seal(
-    samples, names, workdir, *, alphas, cache, preset, max_steps, device, on_update
+    samples,
+    names,
+    workdir,
+    *,
+    alphas,
+    cache,
+    preset,
+    max_steps,
+    device,
+    on_update,
+    overrides=None,
 ) -> tuple[dict, dict]:
     """Train SEAL (all folds first), then the shuffled control; probe each run.
 
@@ -262,6 +275,7 @@ def run_seal(
                 preset=preset,
                 max_steps=max_steps,
                 device=device,
+                overrides=overrides,
             )
             for alpha in alphas:
                 for targets in TARGETS:
@@ -385,6 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", nargs="+", default=list(SECTIONS))
     p.add_argument("--preset", default="cpu", help="training preset (default: cpu)")
     p.add_argument("--max-steps", type=int, default=None, help="cap training (smoke)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training setting of the preset (VALUE as JSON: "
+        "--set lr=1e-3 --set epochs=30); recipe searches",
+    )
     p.add_argument("--alphas", nargs="+", default=["hest", "cv"])
     p.add_argument("--frozen-only", action="store_true", help="skip the trainings")
     p.add_argument("--device", default="cpu")
@@ -395,6 +417,13 @@ def main(argv: list[str] | None = None) -> int:
         "--plot", type=Path, default=REPO / "docs" / "images" / "bench_seal_her2st.png"
     )
     args = p.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     from napari_seal.io.hest import load_sample
 
@@ -411,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         out = {
             "sections": names,
             "preset": args.preset,
+            "overrides": overrides,
             "max_steps": args.max_steps,
             "training": {f"{m}/{n}": v for (m, n), v in info.items()},
             "total_seconds": time.perf_counter() - t0,
@@ -442,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             cache=cache,
             preset=args.preset,
             max_steps=args.max_steps,
+            overrides=overrides,
             device=args.device,
             on_update=lambda res, info: write(res, info),
         )

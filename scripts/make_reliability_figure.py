@@ -34,6 +34,22 @@ def _wait(widget, timeout_s: float = 600.0) -> None:
         time.sleep(0.02)
 
 
+def _label(img, names: list[str], shape: tuple[int, int]) -> None:
+    """Write each grid cell's layer name at its top (napari's grid has no titles)."""
+    from PIL import ImageDraw, ImageFont
+
+    draw = ImageDraw.Draw(img)
+    try:
+        font = ImageFont.load_default(size=22)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    rows, cols = shape
+    w, h = img.size[0] // cols, img.size[1] // rows
+    for i, name in enumerate(names[: rows * cols]):
+        r, c = divmod(i, cols)
+        draw.text((c * w + 12, r * h + 10), name, fill=(20, 20, 20), font=font)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Render the figure; return the exit code."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -90,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             viewer.layers.remove(layer)
     n = int(np.isfinite(full).sum())
     n_hidden = n - int(np.isfinite(np.asarray(hidden.data)).sum())
+    viewer.theme = "light"  # hidden tiles show as the light background, not as "low"
     viewer.grid.enabled = True
     viewer.grid.shape = (2, 2)
     viewer.reset_view()
@@ -97,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         napari.qt.get_qapp().processEvents()
         time.sleep(0.05)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    img = viewer.screenshot(canvas_only=True, flash=False)
-    Image.fromarray(np.asarray(img)).save(args.out)
+    img = Image.fromarray(np.asarray(viewer.screenshot(canvas_only=True, flash=False)))
+    _label(img, [layer.name for layer in viewer.layers], (2, 2))
+    img.save(args.out)
     sys.stdout.write(
         f"wrote {args.out}: {n_hidden} of {n} tiles hidden (uncertainty > "
         f"{widget.max_unc_spin.value():.1f} SD); uncertainty median "

@@ -22,10 +22,11 @@ What it does, start to end (anyone can rerun it; nothing is downloaded)::
 
 The model must stay under 10 MB (checked here).
 
-``--bank-only`` adds (or rebuilds) the reference bank of the shipped model without
-retraining: the bank is the training sections' expression under the model's own
-panel and preprocessing (``napari_seal.training.reference_bank.bank_from_samples``),
-what ``train`` writes at the end of a run; the weights are untouched.
+``--refresh`` adds (or rebuilds) the reference bank of the shipped model and rewrites
+its provenance from the current benchmark files, without retraining: the bank is the
+training sections' expression under the model's own panel and preprocessing
+(``napari_seal.training.reference_bank.bank_from_samples``), what ``train`` writes at
+the end of a run; the weights are untouched.
 """
 
 from __future__ import annotations
@@ -142,7 +143,14 @@ def held_out_numbers(config: dict) -> dict:
                 "folds": r["folds"],
             }
     routes = {}
-    for route in ("decoder", "omics", "frozen ridge", "depth"):
+    # "omics" (the profile route) in benchmark files written before exemplar queries
+    present = query["summary"]["auroc_mean"]
+    for route in [
+        r
+        for r in ("decoder", "omics-exemplar", "omics-profile", "omics",
+                  "frozen ridge", "depth")
+        if present.get(r) is not None
+    ]:
         routes[route] = {
             "mean": query["summary"]["auroc_mean"][route],
             "markers": query["summary"]["markers"][route],
@@ -162,10 +170,18 @@ def held_out_numbers(config: dict) -> dict:
         "hest_probe_note": "HEST probe (PCA 256 + ridge, 50 most variable genes), "
         "alpha hest; targets hest = log1p raw counts, normalized = log1p CP10k",
         "gene_query_auroc": routes,
+        "reliability_auroc": query["summary"].get("reliability", {}),
+        "default_route": _default_route(),
         "gene_query_label": query["label"],
         "gene_query_note": "AUROC of the per-spot query score against the top "
         "quartile of the measured gene, mean over the 50 most variable panel genes",
     }
+
+
+def _default_route() -> str:
+    from napari_seal.retrieval.scoring import DEFAULT_ROUTE
+
+    return DEFAULT_ROUTE
 
 
 def check_export(full_run: Path, shipped: Path, sample: Path) -> dict:
@@ -253,13 +269,39 @@ lower numbers on a new patient (issue 15 measures one).
 {tables}
 Read them with the baselines: on raw targets the spot depth alone beats every image
 model, and the SEAL probe gain over the frozen encoder is within the spread between
-folds. The decoder route (predicted expression) is the one that ranks spots for a gene
-(ERBB2 AUROC {erbb2:.3f}); the omics route is near chance on held-out sections.
+folds. Gene queries take the `{default_route}` route by default, the better one on
+these held-out sections (ERBB2 AUROC {erbb2:.3f}). `omics-exemplar` is the omics route
+with this model's reference bank (`reference.npz`: the {bank_spots} training spots'
+expression, {bank_mb:.2f} MB), `omics-profile` the synthetic-profile route it replaced.
 """
 
 
+def _route_key(held: dict) -> str:
+    route = held["default_route"]
+    routes = held["gene_query_auroc"]
+    if route == "omics":
+        return next(r for r in ("omics-exemplar", "omics") if r in routes)
+    return route
+
+
+def _bank_info(dest: Path) -> dict:
+    from napari_seal.training.preprocess import GenePanel
+    from napari_seal.training.reference_bank import BANK, load_bank
+
+    bank = load_bank(dest, GenePanel.load(dest / "panel.json").genes)
+    if bank is None:
+        return {}
+    return {"spots": bank.n_spots, "bytes": (dest / BANK).stat().st_size}
+
+
 def write_provenance(
-    dest: Path, run: Path, *, name: str, train_s: float, check: dict
+    dest: Path,
+    run: Path,
+    *,
+    name: str,
+    train_s: float,
+    check: dict,
+    date: str | None = None,
 ) -> dict:
     """Write ``provenance.json`` and ``PROVENANCE.md`` into ``dest``; return them."""
     import platform
@@ -272,7 +314,9 @@ def write_provenance(
     held = held_out_numbers(config)
     n_genes = len(GenePanel.load(run / "panel.json"))
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    bank_info = _bank_info(dest)
     prov = {"size_bytes": size,
+        "reference_bank": bank_info,
         "name": name,
         "encoder": config["encoder"],
         "genes": n_genes,
@@ -286,7 +330,7 @@ def write_provenance(
         },
         "recipe": {"preset": PRESET, **config},
         "command": "python scripts/make_shipped_model.py",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "date": date or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "version": __version__,
         "train_seconds": round(train_s, 1),
         "precision": info.get("precision"),
@@ -302,6 +346,16 @@ def write_provenance(
         held["gene_query_auroc"],
         "route",
     )
+    rel = held.get("reliability_auroc") or {}
+    if rel:
+        tables += [
+            "### Reliability map: AUROC of the uncertainty for above-median errors",
+            "",
+            "| uncertainty | AUROC (mean over genes and folds) |",
+            "|---|---|",
+            *[f"| {m} | {v:.3f} |" for m, v in rel.items()],
+            "",
+        ]
     md = PROVENANCE_MD.format(
         name=name,
         n_genes=n_genes,
@@ -327,7 +381,10 @@ def write_provenance(
         emb_diff=check["embedding_max_abs_diff"],
         same="yes" if held["recipe_matches_benchmark_runs"] else "NO",
         tables="\n".join(tables),
-        erbb2=held["gene_query_auroc"]["decoder"]["markers"]["ERBB2"],
+        erbb2=held["gene_query_auroc"][_route_key(held)]["markers"]["ERBB2"],
+        default_route=held["default_route"],
+        bank_spots=bank_info.get("spots", 0),
+        bank_mb=bank_info.get("bytes", 0) / 2**20,
     )
     (dest / "PROVENANCE.md").write_text(md)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
@@ -336,8 +393,8 @@ def write_provenance(
     return prov
 
 
-def add_bank(args: argparse.Namespace) -> int:
-    """Write ``reference.npz`` into the shipped model from the imported sections."""
+def refresh(args: argparse.Namespace) -> int:
+    """Write ``reference.npz`` from the imported sections; rewrite the provenance."""
     from napari_seal.io.hest import load_sample
     from napari_seal.training.preprocess import GenePanel
     from napari_seal.training.reference_bank import bank_from_samples, write_bank
@@ -351,18 +408,21 @@ def add_bank(args: argparse.Namespace) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    prov_file = args.dest / "provenance.json"
-    size = sum(p.stat().st_size for p in args.dest.rglob("*") if p.is_file())
-    if prov_file.is_file():
-        prov = json.loads(prov_file.read_text())
-        prov["reference_bank"] = {"spots": bank.n_spots, "bytes": path.stat().st_size}
-        prov["size_bytes"] = size
-        prov_file.write_text(json.dumps(prov, indent=2) + "\n")
+    old = json.loads((args.dest / "provenance.json").read_text())
+    prov = write_provenance(
+        args.dest,
+        args.dest,
+        name=args.dest.name,
+        train_s=float(old["train_seconds"]),
+        check=old["storage"]["check_vs_fp32"],
+        date=old["date"],
+    )
     sys.stdout.write(
         f"bank: {bank.n_spots} spots x {len(bank.genes)} genes, "
-        f"{path.stat().st_size / 2**20:.2f} MB; model total {size / 2**20:.2f} MB\n"
+        f"{path.stat().st_size / 2**20:.2f} MB; model total "
+        f"{prov['size_bytes'] / 2**20:.2f} MB\n"
     )
-    return 1 if size > MAX_BYTES else 0
+    return 1 if prov["size_bytes"] > MAX_BYTES else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,11 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep imports and the full run here (default: temporary)")
     parser.add_argument("--dest", type=Path, default=DEST)
-    parser.add_argument("--bank-only", action="store_true",
-                        help="only (re)write the reference bank of --dest; no training")
+    parser.add_argument("--refresh", action="store_true",
+                        help="(re)write the reference bank and the provenance of "
+                        "--dest from the benchmark files; no training")
     args = parser.parse_args(argv)
-    if args.bank_only:
-        return add_bank(args)
+    if args.refresh:
+        return refresh(args)
 
     from napari_seal.training.runs import export_run
 

@@ -156,7 +156,7 @@ def test_query_writes_scores_and_spot_scores(run_dir, sample_dir, tmp_path, caps
     first = read_scores(out)
     assert not np.allclose(dec.scores, first.scores)
     assert first.contrast
-    assert "minus that of the all-mean profile" in attrs["score"]
+    assert "minus that of all training spots" in attrs["score"]
     out3 = tmp_path / "q3.zarr"
     rc = main(
         [

@@ -296,3 +296,59 @@ def test_exported_predictions_carry_the_uncertainty(
         unc, tile_uncertainty(open_store(tiny_store), run, genes), rtol=1e-5
     )
     assert tiles.uns["napari_seal"]["uncertainty"]["method"] == "spread"
+
+
+def test_store_neighbours_are_cached_across_reopening(run, tiny_store):
+    from napari_seal.predict.expression import open_store
+    from napari_seal.predict import reliability
+    from napari_seal.predict.reliability import neighbours, store_neighbours
+
+    reliability._NEIGHBOUR_CACHE.clear()  # earlier tests filled it for this store
+    a = open_store(tiny_store)
+    first = store_neighbours(a, run)
+    reads = a.stats["embedding_reads"]
+    assert reads > 0  # block by block through read_embeddings
+    b = open_store(tiny_store)  # the widget and the CLI reopen the store per query
+    assert store_neighbours(b, run) is first
+    assert b.stats["embedding_reads"] == 0
+    # the same as the in-memory computation
+    direct = neighbours(run, a.read_embeddings())
+    np.testing.assert_array_equal(np.sort(first.index, 1), np.sort(direct.index, 1))
+    assert first.valid.all()
+
+
+def test_store_neighbours_of_a_store_being_embedded(tmp_path, run, tiny_store):
+    """Only finished tiles are compared (the rest stay invalid, NaN uncertainty), and
+    finishing more tiles recomputes instead of serving the stale map."""
+    import shutil
+
+    import zarr
+
+    from napari_seal.predict.expression import open_store
+    from napari_seal.predict.reliability import store_neighbours, uncertainty
+
+    copy = tmp_path / "partial.zarr"
+    shutil.copytree(tiny_store, copy)
+    group = zarr.open_group(copy, mode="r+")
+    chunk = int(group.attrs["chunk_tiles"])
+    done = np.asarray(group["done"][:], dtype=bool)
+    assert done.size >= 2
+    done[0] = False
+    group["done"][:] = done
+    partial = open_store(copy)
+    nb = store_neighbours(partial, run)
+    gene = run.panel.genes[0]
+    unc = uncertainty(run, nb, gene)
+    assert not nb.valid[:chunk].any()
+    assert nb.valid[chunk:].all()
+    assert np.isnan(unc[:chunk]).all()
+    assert np.isfinite(unc[chunk:]).all()
+    full = store_neighbours(open_store(tiny_store), run)
+    np.testing.assert_array_equal(
+        np.sort(nb.index[chunk:], axis=1), np.sort(full.index[chunk:], axis=1)
+    )
+    done[0] = True
+    group["done"][:] = done
+    again = store_neighbours(open_store(copy), run)
+    assert again is not nb
+    assert again.valid.all()

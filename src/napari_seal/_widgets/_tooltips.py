@@ -16,8 +16,9 @@ EMBED_STORE = (
 EXPR_GENE = "Type a gene of the panel; the overlay switches without recomputing embeddings."
 QUERY_GENES = "One gene, several (ERBB2,GRB7) or a weighted signature (ERBB2:1,ESR1:-1)."
 QUERY_ROUTE = (
-    "omics: cosine between tiles and the omics encoder's embedding of the query; "
-    "decoder: the image->gene head's predicted expression of the query genes."
+    "decoder: the image->gene head's predicted expression of the query genes; "
+    "omics: similarity in SEAL's shared space to the run's training spots high in the "
+    "query. The default did better on held-out her2st sections (docs/queries.md)."
 )
 FT_PRESET = "cpu: a few minutes on ~1k spots; paper/24GB/80GB: GPU presets (SEAL settings)."
 FT_RESUME = "Continue the run in the output folder from its last checkpoint."

@@ -22,22 +22,22 @@ from napari_seal.evaluate.retrieval_metrics import (
     MARKERS,
     auroc,
     measured_log1p_cp10k,
+    summarise_aurocs,
     variable_genes,
 )
 
-__all__ = ["evaluate_reliability", "summarise_aurocs"]
+__all__ = ["RELIABILITY_METHODS", "evaluate_reliability"]
 
-
-def summarise_aurocs(
-    per_gene: dict[str, float], markers: Sequence[str] = MARKERS
-) -> dict[str, Any]:
-    """Mean over genes (finite values), markers and per-gene values."""
-    vals = np.array([v for v in per_gene.values() if np.isfinite(v)])
-    return {
-        "mean": float(vals.mean()) if vals.size else float("nan"),
-        "markers": {g: per_gene[g] for g in markers if g in per_gene},
-        "per_gene": per_gene,
-    }
+#: what :func:`evaluate_reliability` reports: the estimates, then the baselines
+RELIABILITY_METHODS = (
+    "spread",
+    "disagreement",
+    "spread+disagreement",
+    "expected-error",
+    "novelty",
+    "predicted magnitude",
+    "depth",
+)
 
 
 def evaluate_reliability(
@@ -93,18 +93,7 @@ def evaluate_reliability(
     labels = err > np.median(err, axis=0, keepdims=True)
     nbrs = rel.neighbours(run, emb, k=k or rel.K_NEIGHBOURS)
     novelty = rel.uncertainty(run, nbrs, genes[0], method="novelty")
-    scores: dict[str, dict[str, float]] = {
-        m: {}
-        for m in (
-            "spread",
-            "disagreement",
-            "spread+disagreement",
-            "expected-error",
-            "novelty",
-            "predicted magnitude",
-            "depth",
-        )
-    }
+    scores: dict[str, dict[str, float]] = {m: {} for m in RELIABILITY_METHODS}
     for j, g in enumerate(genes):
         spread = rel.uncertainty(run, nbrs, g, method="spread")
         dis = rel.uncertainty(

@@ -35,6 +35,7 @@ __all__ = [
     "measured_log1p_cp10k",
     "query_aurocs",
     "recall_at_k",
+    "summarise_aurocs",
     "top_quartile_labels",
     "variable_genes",
 ]
@@ -169,6 +170,13 @@ def query_aurocs(
 ) -> dict[str, Any]:
     """Per-gene AUROC of score columns against label columns, with summaries."""
     per_gene = {g: auroc(scores[:, j], labels[:, j]) for j, g in enumerate(genes)}
+    return summarise_aurocs(per_gene, markers)
+
+
+def summarise_aurocs(
+    per_gene: dict[str, float], markers: Sequence[str] = MARKERS
+) -> dict[str, Any]:
+    """Mean over genes (finite values), markers and per-gene values."""
     vals = np.array([v for v in per_gene.values() if np.isfinite(v)])
     return {
         "mean": float(vals.mean()) if vals.size else float("nan"),

@@ -108,6 +108,21 @@ class EmbeddingStore:
         return per_tile
 
     @property
+    def cache_key(self) -> tuple:
+        """Identity of the store's content: its resolved path and file stamps.
+
+        Changes when chunks are written (a store being embedded), so in-memory caches
+        keyed by it are never stale.
+        """
+        stamps = []
+        for name in ("zarr.json", "embeddings/zarr.json", "done/zarr.json"):
+            try:
+                stamps.append((self.path / name).stat().st_mtime_ns)
+            except OSError:
+                stamps.append(None)
+        return (str(Path(self.path).resolve()), *stamps)
+
+    @property
     def complete(self) -> bool:
         """Whether every chunk is embedded."""
         return bool(np.all(self.group["done"][:]))

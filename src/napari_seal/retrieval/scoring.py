@@ -339,17 +339,6 @@ _UNIT_CACHE: OrderedDict[tuple, UnitEmbeddings] = OrderedDict()
 _UNIT_CACHE_SIZE = 2
 
 
-def _store_key(store: Any) -> tuple:
-    path = Path(store.path)
-    stamps = []
-    for name in ("zarr.json", "embeddings/zarr.json", "done/zarr.json"):
-        try:
-            stamps.append((path / name).stat().st_mtime_ns)
-        except OSError:
-            stamps.append(None)
-    return (str(path.resolve()), *stamps)
-
-
 _BY_OBJECT: dict[int, tuple[Any, UnitEmbeddings]] = {}
 
 
@@ -367,7 +356,7 @@ def unit_embeddings(store: Any, *, dtype: str = "float16") -> UnitEmbeddings:
     ):
         return hit[1]
     complete = bool(store.complete)
-    key = (*_store_key(store), dtype)
+    key = (*store.cache_key, dtype)
     if complete and key in _UNIT_CACHE:
         _UNIT_CACHE.move_to_end(key)
         unit = _UNIT_CACHE[key]
