@@ -264,12 +264,12 @@ own. These are the numbers of **the same recipe** trained on four sections and t
 on the fifth, from `benchmarks/bench_seal_her2st.py` and
 `benchmarks/bench_gene_query_her2st.py` (`docs/benchmarks.md`, `docs/queries.md`;
 recipe identical to those runs: {same}). One patient: within-patient figures; expect
-lower numbers on a new patient (issue 15 measures one).
+lower numbers on a new patient.
 
 {tables}
 Read them with the baselines: on raw targets the spot depth alone beats every image
-model, and the SEAL probe gain over the frozen encoder is within the spread between
-folds. Gene queries take the `{default_route}` route by default, the better one on
+model, and the SEAL probe gain over the frozen encoder is small next to the spread
+between folds. Gene queries take the `{default_route}` route by default, the better one on
 these held-out sections (ERBB2 AUROC {erbb2:.3f}). `omics-exemplar` is the omics route
 with this model's reference bank (`reference.npz`: the {bank_spots} training spots'
 expression, {bank_mb:.2f} MB), `omics-profile` the synthetic-profile route it replaced.

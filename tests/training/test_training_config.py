@@ -73,7 +73,7 @@ def test_presets():
     cpu = config_from_preset("cpu", epochs=None, seed=7)
     assert (cpu.batch_size, cpu.lr, cpu.n_genes, cpu.epochs, cpu.seed) == (
         64,
-        3e-4,
+        1e-3,
         256,
         15,
         7,
