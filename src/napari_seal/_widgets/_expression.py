@@ -52,6 +52,7 @@ class ExpressionWidget(QWidget):
         self.compare_check.setChecked(True)
         self.reference = None
         self._shown = None  # (gene, raw image, uncertainty image or None)
+        self._geometry = None  # (scale, translate) of the shown overlay
         self.uncertainty_check = QCheckBox("show uncertainty")
         self.uncertainty_check.setToolTip(tips.EXPR_UNCERTAINTY)
         self.hide_check = QCheckBox("hide where uncertainty >")
@@ -149,10 +150,10 @@ class ExpressionWidget(QWidget):
         gene = out["gene"]
         self._shown = (gene, out["image"], out["uncertainty"])
         self._geometry = (out["scale"], out["translate"])
-        layer = self._repaint()
+        self.status.setText(f"{gene}: predicted expression on {self.store.n_tiles} tiles")
+        layer = self._repaint()  # says how many tiles it hid, if any
         layer.reset_contrast_limits()
         layer.colorbar.visible = True
-        self.status.setText(f"{gene}: predicted expression on {self.store.n_tiles} tiles")
         if "compare_error" in out:
             notify_error(out["compare_error"])
         elif "measured" in out:
