@@ -54,3 +54,22 @@ def test_demo_writes_report_with_screenshots(tmp_path, qapp):
     again = json.loads((out / "demo.json").read_text())
     assert again["timings_s"]["fine_tune"] < summary["timings_s"]["fine_tune"]
     assert again["shipped_pearson"] == summary["shipped_pearson"]
+
+
+def test_demo_report_quotes_the_default_route_of_the_shipped_model():
+    """Section 1b quotes the held-out AUROC of the default (exemplar) route and the
+    decoder's, read from the shipped model's provenance."""
+    from types import SimpleNamespace
+
+    from napari_seal._widgets._report import _shipped_lines
+    from napari_seal.models.shipped import shipped_model_info
+
+    info = shipped_model_info()
+    lines = _shipped_lines(
+        SimpleNamespace(shipped_info=info, gene="ERBB2", shipped_pearson={"ERBB2": 0.3}),
+        {"shipped": "s.png"},
+    )
+    text = "\n".join(lines)
+    ex = info["held_out"]["gene_query_auroc"]["omics-exemplar"]
+    assert f"omics (exemplar, the default) route: mean / ERBB2 | {ex['mean']:.3f}" in text
+    assert "decoder route" in text

@@ -286,3 +286,42 @@ def test_lookup_cli(run_dir, sample_dir, tmp_path, capsys):
     )
     assert rc == 2
     assert "cannot read the region" in _err_line(capsys)
+
+
+def test_query_omics_query_profile_vs_exemplar(run_dir, sample_dir, tmp_path, capsys):
+    """--omics-query picks the omics query vector; the spot scores follow it too."""
+    import csv
+
+    from napari_seal.retrieval.results import read_scores
+
+    got = {}
+    for mode in ("exemplar", "profile"):
+        out, spots = tmp_path / f"{mode}.zarr", tmp_path / f"{mode}.csv"
+        rc = main(
+            [
+                "query",
+                str(sample_dir),
+                "--run",
+                str(run_dir),
+                "--gene",
+                "ERBB2",
+                "--omics-query",
+                mode,
+                "--out",
+                str(out),
+                "--spot-scores",
+                str(spots),
+                "--device",
+                "cpu",
+            ]
+        )
+        assert rc == 0, capsys.readouterr().err
+        res = read_scores(out)
+        assert res.info["omics_query"] == mode
+        with spots.open() as fh:
+            got[mode] = (res, [float(r[1]) for r in list(csv.reader(fh))[1:]])
+    (ex, ex_spots), (pr, pr_spots) = got["exemplar"], got["profile"]
+    assert "training spots" in ex.attrs()["score"]
+    assert "training spots" not in pr.attrs()["score"]
+    assert not np.allclose(ex.scores, pr.scores)
+    assert not np.allclose(ex_spots, pr_spots)

@@ -107,9 +107,11 @@ def _shipped_lines(result, rel: dict) -> list[str]:
             f"{pearson[k.replace('seal', 'frozen')]['mean']:.3f} / "
             f"{pearson[k.replace('seal', 'depth')]['mean']:.3f} |"
             for k in ("seal/hest", "seal/normalized") if k in pearson]
-    rows += [f"| gene query AUROC, {route} route: mean / ERBB2 | "
+    names = {"omics-exemplar": "omics (exemplar, the default)", "decoder": "decoder",
+             "omics": "omics"}
+    rows += [f"| gene query AUROC, {names[route]} route: mean / ERBB2 | "
              f"{a['mean']:.3f} / {a['markers'].get('ERBB2', float('nan')):.3f} |"
-             for route, a in auroc.items() if route in ("decoder", "omics")]
+             for route, a in auroc.items() if route in names]
     return [
         f"## 1b. The shipped model, no training: predicted {result.gene}",
         f"`{info.get('name')}` (napari-seal's default when no model is given: "

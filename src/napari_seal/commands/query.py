@@ -5,6 +5,7 @@
     napari-seal query SLIDE_OR_SAMPLE [--run RUN_DIR] --gene G [--gene G2 ...]
         [--signature FILE] --out SCORES.zarr [--route omics|decoder]
         [--spot-scores SCORES.csv] [--store STORE.zarr] [--top-q Q] [--no-contrast]
+        [--omics-query auto|exemplar|profile]
 
 Without --run it uses the SEAL model shipped with the package
 (:func:`napari_seal.models.shipped.shipped_run_path`).
@@ -85,6 +86,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "spots) from the query's (default); --no-contrast uses the raw embedding",
     )
     p.add_argument(
+        "--omics-query",
+        choices=["auto", "exemplar", "profile"],
+        default="auto",
+        help="route omics: exemplar = the run's training spots high in the query "
+        "(needs the run's reference bank); profile = a synthetic profile (the query "
+        "genes +2 SD); auto (default): exemplar when the run has a bank",
+    )
+    p.add_argument(
         "--spot-scores",
         metavar="SCORES.csv",
         help="also score each spot's centred patch and write spot_id,score "
@@ -156,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         spot_scores_csv=args.spot_scores,
         top_q=args.top_q,
         contrast=args.contrast,
+        omics_query=args.omics_query,
         batch_size=args.batch_size,
         device=device,
         mpp=args.mpp,

@@ -146,6 +146,7 @@ def iter_query(
     top_q: float | None = 0.1,
     level_sd: float = LEVEL_SD,
     contrast: bool = True,
+    omics_query: str = "auto",
     batch_size: int = 64,
     device: str | None = None,
     mpp: float | None = None,
@@ -183,8 +184,11 @@ def iter_query(
     level_sd
         Z-score of a query gene of weight 1 (route ``omics``).
     contrast
-        Route ``omics``: score against the query's embedding minus the all-mean
-        profile's (default; see :func:`query_embedding`).
+        Route ``omics``: score against the query's embedding minus that of typical
+        tissue (default; see :func:`~napari_seal.retrieval.scoring.query_embedding`).
+    omics_query
+        Route ``omics``: ``"auto"`` (exemplars when the run has a reference bank, else
+        the synthetic profile), ``"exemplar"`` or ``"profile"``.
     batch_size, device, mpp
         Embedding batch size, torch device and a slide pixel-size override.
 
@@ -227,7 +231,14 @@ def iter_query(
     check_store_run(st, run)
     yield Progress("query", 0, 1, "queries", message=f"scoring {q.label} ({route})")
     scores = score_store(
-        st, run, q, route=route, level_sd=level_sd, contrast=contrast, check=False
+        st,
+        run,
+        q,
+        route=route,
+        level_sd=level_sd,
+        contrast=contrast,
+        check=False,
+        omics_query=omics_query,
     )
     from napari_seal.predict.expression import overlay_geometry
 
@@ -250,7 +261,11 @@ def iter_query(
         result.info["contour"] = _contour_info(result, float(top_q))
     result.info["top_tiles"] = _top_info(result)
     if route == "omics":
-        result.info["omics_query"] = "exemplar" if has_bank(run) else "profile"
+        result.info["omics_query"] = (
+            omics_query
+            if omics_query != "auto"
+            else ("exemplar" if has_bank(run) else "profile")
+        )
     if has_bank(run):
         from napari_seal.predict import reliability as rel
 
@@ -330,6 +345,7 @@ def _spot_stage(
         route=result.route,
         level_sd=result.level_sd,
         contrast=result.contrast,
+        omics_query=result.info.get("omics_query", "auto"),
         batch_size=batch_size,
         device=device,
     )
@@ -344,6 +360,7 @@ def iter_spot_scores(
     route: str = DEFAULT_ROUTE,
     level_sd: float = LEVEL_SD,
     contrast: bool = True,
+    omics_query: str = "auto",
     batch_size: int = 64,
     device: str | None = None,
 ) -> Generator[Progress, None, tuple[list[str], np.ndarray]]:
@@ -355,7 +372,13 @@ def iter_spot_scores(
     )
     ids = [str(s) for s in sample.adata.obs_names]
     return ids, score_embeddings(
-        run, emb, query, route=route, level_sd=level_sd, contrast=contrast
+        run,
+        emb,
+        query,
+        route=route,
+        level_sd=level_sd,
+        contrast=contrast,
+        omics_query=omics_query,
     )
 
 
