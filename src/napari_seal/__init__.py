@@ -30,6 +30,11 @@ import importlib
 from typing import Any
 
 from napari_seal.errors import SealError
+from napari_seal.models.triton_guard import install_triton_guard
+
+# before anything can import torch (-> torchvision -> triton): keeps triton's LLVM from
+# clashing with Mesa's once an OpenGL canvas exists (docs/napari.md)
+install_triton_guard()
 
 try:
     from napari_seal._version import version as __version__

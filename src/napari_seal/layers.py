@@ -106,6 +106,9 @@ def query_layers(result: Any, *, top_q: float = 0.1, mpp: float | None = None
                  ) -> list[LayerDataTuple]:
     """Score map + outline of the top ``top_q`` tissue tiles of a gene query.
 
+    With a reliability map (runs with a reference bank) also its ``uncertainty`` image
+    layer, hidden until the user shows it.
+
     Parameters
     ----------
     result
@@ -125,6 +128,15 @@ def query_layers(result: Any, *, top_q: float = 0.1, mpp: float | None = None
         "name": f"query {label} ({result.route})", "colormap": "turbo",
         "scale": scale, "translate": translate, "opacity": 0.6,
         "metadata": meta}, "image")]
+    unc = getattr(result, "uncertainty", None)
+    if unc is not None:  # the query's reliability map, off until the user shows it
+        from napari_seal.retrieval.highlight import score_image as paint
+
+        layers.append((paint(result.grid, result.tile_ids, unc).image, {
+            "name": f"uncertainty {label}", "colormap": "gray", "scale": scale,
+            "translate": translate, "opacity": 0.8, "visible": False,
+            "metadata": {"napari_seal": {**meta["napari_seal"], "kind": "uncertainty"}},
+        }, "image"))
     contours = top_fraction_contour(result.image(), top_q, mpp=mpp)
     if contours.rings_um:
         layers.append((contours.rings_um, {

@@ -64,6 +64,8 @@ def test_triton_guard_is_what_keeps_the_viewer_alive(tmp_path, qapp):
     info = json.loads(guarded.stdout.strip().splitlines()[-1])
     if not (info["llvm_mapped"] and info["triton_loaded"]):
         pytest.skip("no Mesa LLVM in this process or no triton: the clash cannot happen")
+    core = _canvas_then_torch("core", tmp_path)  # `import napari_seal` alone guards
+    assert core.returncode == 0, core.stderr[-3000:]
     control = _canvas_then_torch("noguard", tmp_path)
     assert control.returncode != 0, "the unguarded import no longer crashes: " + (
         "retire the guard (docs/napari.md) if triton stopped exporting LLVM symbols")

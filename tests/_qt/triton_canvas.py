@@ -1,9 +1,10 @@
 """napari canvas first, then the torch stack: exits 0, or dies in dlopen (the bug).
 
-    python tests/_qt/triton_canvas.py guard|noguard
+    python tests/_qt/triton_canvas.py guard|core|noguard
 
 ``guard`` imports napari_seal._widgets (which installs the triton guard) before the
-torch stack, as docking any napari-seal widget does; ``noguard`` does not. Prints one
+torch stack, as docking any napari-seal widget does; ``core`` imports only
+``napari_seal`` (the Python API from napari's console); ``noguard`` neither. Prints one
 JSON line: whether Mesa's LLVM was mapped and whether triton got loaded.
 """
 
@@ -26,6 +27,8 @@ viewer.screenshot(canvas_only=True)
 llvm = "/libLLVM" in Path("/proc/self/maps").read_text()
 if sys.argv[1] == "guard":
     import napari_seal._widgets  # noqa: F401  (installs the guard)
+elif sys.argv[1] == "core":
+    import napari_seal  # noqa: F401  (installs it too)
 import torch  # noqa: E402, F401
 import torchvision  # noqa: E402, F401
 

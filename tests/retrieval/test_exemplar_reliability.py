@@ -268,6 +268,17 @@ def test_query_result_carries_its_reliability_map(tmp_path, run, tiny_run, tiny_
     back = read_scores(tmp_path / "q.zarr")
     np.testing.assert_array_equal(back.uncertainty, res.uncertainty)
     assert back.info["uncertainty"]["k_neighbours"] == 16
+    # the viewer gets it as a hidden image layer on the score map's grid
+    from napari_seal.layers import query_layers
+
+    layers = {kw["name"]: (data, kw) for data, kw, _ in query_layers(back)}
+    name = next(n for n in layers if n.startswith("uncertainty "))
+    data, kw = layers[name]
+    score_img = back.image().image
+    assert data.shape == score_img.shape
+    assert kw["visible"] is False
+    assert kw["metadata"]["napari_seal"]["kind"] == "uncertainty"
+    assert np.isfinite(data).sum() == np.isfinite(score_img).sum()
 
 
 def test_exported_predictions_carry_the_uncertainty(

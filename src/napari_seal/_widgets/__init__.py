@@ -2,12 +2,12 @@
 
 :mod:`~napari_seal._widgets.jobs` holds the path-in generators the widgets run in
 worker threads (only the widgets use it). Importing this package installs the triton
-guard (:mod:`~napari_seal._widgets._triton`) before any widget can import torch: on
+guard (:mod:`~napari_seal.models.triton_guard`; ``import napari_seal`` installs it too) before any widget can import torch: on
 Mesa software OpenGL, triton loaded after napari's canvas would crash the viewer.
 """
 
 from __future__ import annotations
 
-from napari_seal._widgets._triton import install_triton_guard
+from napari_seal.models.triton_guard import install_triton_guard
 
 install_triton_guard()

@@ -15,8 +15,10 @@ The fix: just before the first ``import triton``, if a foreign ``libLLVM`` is ma
 dlopen ``libtriton.so`` with ``RTLD_DEEPBIND`` so it resolves its own symbols first;
 the later import reuses that handle. triton stays fully usable (``torch.compile``).
 The guard is an entry on ``sys.meta_path`` that only looks at the name ``triton``; it
-is installed when napari loads the widgets (:mod:`napari_seal._widgets`), which is the
-only way napari-seal brings torch into a napari process. Upstream: triton PR #9922
+is installed by ``import napari_seal`` (so the Python API called from napari's console,
+the reader and the demo are covered, not only the widgets) and again, idempotently,
+when napari loads the widgets (:mod:`napari_seal._widgets`). It lives in the core
+because the clash is not napari's: any process with Mesa's LLVM mapped has it. Upstream: triton PR #9922
 ("Minimize exported symbols"). See ``docs/napari.md``.
 """
 
