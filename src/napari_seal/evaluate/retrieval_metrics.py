@@ -129,7 +129,7 @@ def gene_score_matrix(
     (``auto``: exemplar queries when the run has a reference bank).
     """
     import napari_seal.retrieval.scoring as sc
-    from napari_seal.retrieval.exemplar import exemplar_embedding, has_bank
+    from napari_seal.retrieval.exemplar import exemplar_embedding
     from napari_seal.retrieval.gene_signatures import GeneQuery
 
     sc.require_route(run, route)
@@ -137,9 +137,7 @@ def gene_score_matrix(
     pos = {g: i for i, g in enumerate(run.panel.genes)}
     idx = np.asarray([pos[g] for g in genes], dtype=np.int64)
     if route == "omics":
-        if omics_query == "auto":
-            omics_query = "exemplar" if has_bank(run) else "profile"
-        if omics_query == "exemplar":
+        if sc.resolve_omics_query(run, omics_query) == "exemplar":
             q = np.stack(
                 [
                     exemplar_embedding(

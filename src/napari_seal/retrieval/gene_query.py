@@ -70,6 +70,7 @@ from napari_seal.retrieval.scoring import (
     load_run,
     parse_run_query,
     require_route,
+    resolve_omics_query,
     score_embeddings,
     score_store,
 )
@@ -261,11 +262,7 @@ def iter_query(
         result.info["contour"] = _contour_info(result, float(top_q))
     result.info["top_tiles"] = _top_info(result)
     if route == "omics":
-        result.info["omics_query"] = (
-            omics_query
-            if omics_query != "auto"
-            else ("exemplar" if has_bank(run) else "profile")
-        )
+        result.info["omics_query"] = resolve_omics_query(run, omics_query)
     if has_bank(run):
         from napari_seal.predict import reliability as rel
 

@@ -38,6 +38,7 @@ __all__ = [
     "parse_run_query",
     "query_embedding",
     "query_expression",
+    "resolve_omics_query",
     "require_route",
     "sample_omics_input",
     "score_embeddings",
@@ -144,6 +145,37 @@ OMICS_QUERIES = ("auto", "exemplar", "profile")
 _warned_profile: set[int] = set()
 
 
+def resolve_omics_query(run: Any, omics_query: str = "auto") -> str:
+    """``"exemplar"`` or ``"profile"``: what ``omics_query`` means for ``run``.
+
+    ``"auto"`` is exemplar when the run has a reference bank, else profile (warned
+    once per run).
+
+    Raises
+    ------
+    GeneQueryError
+        ``omics_query`` is not one of :data:`OMICS_QUERIES`.
+    """
+    if omics_query not in OMICS_QUERIES:
+        msg = (
+            f"omics_query {omics_query!r} is not one of {', '.join(OMICS_QUERIES)}"
+        )
+        raise GeneQueryError(msg)
+    if omics_query != "auto":
+        return omics_query
+    if has_bank(run):
+        return "exemplar"
+    if id(run) not in _warned_profile:
+        _warned_profile.add(id(run))
+        log.warning(
+            "the run %s has no reference bank (trained before banks existed):"
+            " the omics route embeds a synthetic profile, which ranks tissue "
+            "poorly on new sections; retrain, or use --route decoder",
+            _run_label(run),
+        )
+    return "profile"
+
+
 def query_embedding(
     run: Any,
     query: GeneQuery,
@@ -165,22 +197,8 @@ def query_embedding(
     Without it the cosine is dominated by the part every query shares: on her2st the
     score maps of different single-gene queries correlate at 0.99 (``docs/queries.md``).
     """
-    if omics_query not in OMICS_QUERIES:
-        msg = (
-            f"omics_query {omics_query!r} is not one of {', '.join(OMICS_QUERIES)}"
-        )
-        raise GeneQueryError(msg)
     require_route(run, "omics")
-    if omics_query == "auto":
-        omics_query = "exemplar" if has_bank(run) else "profile"
-        if omics_query == "profile" and id(run) not in _warned_profile:
-            _warned_profile.add(id(run))
-            log.warning(
-                "the run %s has no reference bank (trained before banks existed):"
-                " the omics route embeds a synthetic profile, which ranks tissue "
-                "poorly on new sections; retrain, or use --route decoder",
-                _run_label(run),
-            )
+    omics_query = resolve_omics_query(run, omics_query)
     if omics_query == "exemplar":
         if not has_bank(run):
             msg = (
