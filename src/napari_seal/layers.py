@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from napari_seal.io.sample import SpatialSample
     from napari_seal.io.slide.core import Slide
 
-__all__ = ["sample_layers", "slide_layer", "spot_features", "spots_layer"]
+__all__ = ["lookup_layer", "sample_layers", "slide_layer", "spot_features", "spots_layer"]
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 
@@ -144,3 +144,54 @@ def query_layers(result: Any, *, top_q: float = 0.1, mpp: float | None = None
             "edge_color": "cyan", "edge_width": max(scale) * 0.35,
             "face_color": "transparent", "metadata": meta}, "shapes"))
     return layers
+
+
+def lookup_layer(result: dict[str, Any],
+                 spot_positions: dict[str, dict[str, tuple[float, float]]],
+                 *, size_um: float) -> tuple[LayerDataTuple | None, list[dict[str, Any]]]:
+    """The nearest reference spots of an image -> expression lookup, as rings on a slide.
+
+    Parameters
+    ----------
+    result
+        :func:`napari_seal.retrieval.spot_lookup.lookup`'s result (its ``neighbours``).
+    spot_positions
+        For each reference sample shown in the viewer: ``{spot_id: (row, col)}`` in
+        world micrometres (where its spots layer draws that spot).
+    size_um
+        Ring diameter (a little larger than a spot, so the spot stays visible inside).
+
+    Returns
+    -------
+    (layer, missing)
+        A Points layer data tuple of the neighbours found in ``spot_positions``, ringed
+        and numbered by rank (``None`` when none is shown), and the neighbours whose
+        sample is not shown (their ``sample``/``spot_id``/``rank``).
+    """
+    shown, missing = [], []
+    for item in result.get("neighbours", []):
+        pos = spot_positions.get(str(item["sample"]), {}).get(str(item["spot_id"]))
+        (shown if pos is not None else missing).append((item, pos))
+    missing_items = [item for item, _ in missing]
+    if not shown:
+        return None, missing_items
+    data = np.asarray([pos for _, pos in shown], dtype=np.float64).reshape(-1, 2)
+    features = {
+        "rank": np.asarray([int(it["rank"]) for it, _ in shown], dtype=np.int64),
+        "sample": np.asarray([str(it["sample"]) for it, _ in shown], dtype=object),
+        "spot_id": np.asarray([str(it["spot_id"]) for it, _ in shown], dtype=object),
+        "similarity": np.asarray([float(it["similarity"]) for it, _ in shown]),
+    }
+    kwargs = {
+        "name": "nearest spots",
+        "size": float(size_um),
+        "features": features,
+        "face_color": "transparent",
+        "border_color": "magenta",
+        "border_width": 0.08,
+        "text": {"string": "{rank}", "color": "magenta", "size": 10,
+                 "anchor": "upper_left"},
+        "metadata": {"napari_seal": {"kind": "lookup", "space": result.get("space"),
+                                     "at_xy": result.get("at_xy")}},
+    }
+    return (data, kwargs, "points"), missing_items

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
 
 from napari_seal._widgets import _tooltips as tips
 from napari_seal._widgets._common import Job, add_or_update_layer, notify_error
+from napari_seal._widgets._plots import GeneBars
 from napari_seal.errors import SealError
 
 
@@ -70,6 +71,7 @@ class QueryWidget(QWidget):
         self.gallery.setMinimumHeight(170)
         self.status = QLabel("Alt+click the slide: nearest reference spots.")
         self.status.setWordWrap(True)
+        self.bars = GeneBars()
         form = QFormLayout()
         form.addRow("SEAL run", self.run_edit)
         form.addRow("Store", self.store_edit)
@@ -82,6 +84,7 @@ class QueryWidget(QWidget):
         layout.addWidget(QLabel("Top tiles (click to jump)"))
         layout.addWidget(self.gallery)
         layout.addWidget(self.status)
+        layout.addWidget(self.bars)
         self.run_button.clicked.connect(self._on_query)
         self.query_edit.returnPressed.connect(self._on_query)
         self.gallery.itemClicked.connect(self._on_tile_clicked)
@@ -147,8 +150,11 @@ class QueryWidget(QWidget):
         x, y = self.top.coords[i]
         size_l0 = float(self.result.grid.get("tile_size_l0", 0.0))
         mpp = self._query_slide[1] or 1.0
-        self.viewer.camera.center = ((y + size_l0 / 2) * mpp, (x + size_l0 / 2) * mpp)
-        self.viewer.camera.zoom = max(self.viewer.camera.zoom, 2.0)
+        from napari_seal._widgets._live import camera_of
+
+        camera = camera_of(self.viewer)
+        camera.center = ((y + size_l0 / 2) * mpp, (x + size_l0 / 2) * mpp)
+        camera.zoom = max(camera.zoom, 2.0)
 
     def _on_canvas_click(self, viewer, event):
         if "Alt" not in {m.name if hasattr(m, "name") else str(m) for m in event.modifiers}:
@@ -179,12 +185,36 @@ class QueryWidget(QWidget):
         self.job.start()
 
     def _on_lookup(self, result) -> None:
+        from napari_seal.layers import lookup_layer
+
         self.lookup_result = result
+        positions, diameter = {}, 0.0
+        for layer in self.viewer.layers:
+            meta = layer.metadata.get("napari_seal", {})
+            if meta.get("kind") != "spots" or "spot_id" not in layer.features:
+                continue
+            world = (np.asarray(layer.data, dtype=np.float64)[:, -2:]
+                     * np.asarray(layer.scale)[-2:] + np.asarray(layer.translate)[-2:])
+            ids = np.asarray(layer.features["spot_id"]).astype(str)
+            positions[str(meta.get("sample"))] = dict(zip(ids, map(tuple, world),
+                                                          strict=True))
+            diameter = max(diameter, float(meta.get("spot_diameter_um") or 0.0))
+        layer_data, missing = lookup_layer(result, positions, size_um=1.3 * diameter
+                                           or 130.0)
+        if layer_data is not None:
+            add_or_update_layer(self.viewer, *layer_data)
+        elif "nearest spots" in self.viewer.layers:
+            self.viewer.layers.remove("nearest spots")
         # keys of napari_seal.retrieval.spot_lookup.iter_lookup's result
-        genes = result.get("expression", {}).get("top_genes", [])
-        names = ", ".join(str(g["gene"]) for g in genes[:8])
-        self.status.setText(f"{len(result.get('neighbours', []))} nearest spots; "
-                            f"top genes: {names}")
+        enriched = result.get("expression", {}).get("enriched_genes", [])[:8]
+        n = len(result.get("neighbours", []))
+        self.bars.show_genes([(g["gene"], g["mean"], g["reference_mean"]) for g in enriched],
+                             title=f"{n} nearest spots (bars) vs all (ticks), "
+                                   "log1p CP10k")
+        where = f"; {len(missing)} in samples not shown" if missing else ""
+        names = ", ".join(str(g["gene"]) for g in enriched[:5])
+        self.status.setText(f"{n} nearest spots, ringed on the slide{where}; most "
+                            f"enriched: {names}")
 
 
 def _lookup_gen(lookup, source, run, xy, refs):
