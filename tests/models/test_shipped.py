@@ -88,3 +88,17 @@ def test_a_missing_shipped_model_is_a_typed_error_with_the_fix(monkeypatch, tmp_
     (tmp_path / "gone" / "provenance.json").write_text("not json")
     with pytest.raises(ShippedModelError, match="unreadable"):
         shipped.shipped_model_info()
+
+
+def test_summary_for_the_panel_quotes_the_provenance_numbers():
+    info = shipped.shipped_model_info()
+    text = shipped.shipped_model_summary(info)
+    held = info["held_out"]
+    query = held["gene_query_auroc"][f"{held['default_route']}-exemplar"]
+    assert info["name"] in text and "CC BY 4.0" in text
+    assert f"AUROC {query['mean']:.3f}" in text
+    assert f"ERBB2 {query['markers']['ERBB2']:.3f}" in text
+    assert f"{held['hest_probe_pearson']['seal/normalized']['mean']:.3f}" in text
+    # a provenance without held-out numbers still gives the first two lines
+    bare = {k: v for k, v in info.items() if k != "held_out"}
+    assert len(shipped.shipped_model_summary(bare).splitlines()) == 2

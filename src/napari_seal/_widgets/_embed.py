@@ -20,6 +20,7 @@ from napari_seal._widgets._common import (
     status_label,
     warm_progress_ui,
 )
+from napari_seal._widgets._state import observe_state, publish
 from napari_seal.errors import SealError
 from napari_seal.io.workspace import workspace_root
 
@@ -67,6 +68,7 @@ class EmbedWidget(QWidget):
         layout.addStretch(1)
         self._fill_encoders()
         self._refresh_sources()
+        observe_state(self, self.viewer, {"model": self.offer_run})
         self.viewer.layers.events.inserted.connect(self._refresh_sources)
         self.viewer.layers.events.removed.connect(self._refresh_sources)
         self.run_button.clicked.connect(self._on_run)
@@ -94,7 +96,7 @@ class EmbedWidget(QWidget):
                 self.source_combo.setCurrentIndex(idx)
 
     def offer_run(self, run_dir) -> None:
-        """Accept a finished fine-tuning run (called by the Fine-tune widget)."""
+        """Use a SEAL run (the shared state's ``model``: e.g. a finished fine-tune)."""
         self.run_edit.setText(str(run_dir))
 
     def _on_run(self) -> None:
@@ -132,9 +134,7 @@ class EmbedWidget(QWidget):
     def _on_done(self, store) -> None:
         self.store = store
         self.status.setText(f"Done: {store}")
-        for widget in _dock_widgets(self.viewer):
-            if hasattr(widget, "offer_store"):
-                widget.offer_store(store)
+        publish(self.viewer, store=str(store))
 
     def _on_cancel(self) -> None:
         if self.job is not None:
@@ -145,16 +145,3 @@ class EmbedWidget(QWidget):
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
-
-def _dock_widgets(viewer):
-    window = getattr(viewer, "window", None)
-    docks = getattr(window, "dock_widgets", None) if window is not None else None
-    if not docks:
-        return []
-    out = []
-    for widget in docks.values():
-        out.append(widget)
-        inner = getattr(widget, "widget", None)
-        if callable(inner):
-            out.append(inner())
-    return out

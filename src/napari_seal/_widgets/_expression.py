@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
 
 from napari_seal._widgets import _tooltips as tips
 from napari_seal._widgets._common import Job, add_or_update_layer, notify_error, path_field
+from napari_seal._widgets._state import observe_state
 from napari_seal.errors import SealError
 from napari_seal.predict.reliability import DEFAULT_MAX_UNCERTAINTY
 
@@ -83,6 +84,8 @@ class ExpressionWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.load_button.clicked.connect(self._on_load)
+        observe_state(self, self.viewer, {"model": self.offer_run,
+                                          "store": self.offer_store})
         self.show_button.clicked.connect(self._on_show)
         self.gene_edit.returnPressed.connect(self._on_show)
         self.cmap_combo.currentTextChanged.connect(self._on_colormap)
@@ -91,11 +94,11 @@ class ExpressionWidget(QWidget):
         self.max_unc_spin.valueChanged.connect(self._repaint)
 
     def offer_run(self, run_dir) -> None:
-        """Accept a finished fine-tuning run (called by the Fine-tune widget)."""
+        """Use a SEAL run (the shared state's ``model``: e.g. a finished fine-tune)."""
         self.head_edit.setText(str(run_dir))
 
     def offer_store(self, store) -> None:
-        """Accept a finished embedding store (called by the Embed widget)."""
+        """Use an embedding store (the shared state's ``store``: e.g. a finished embed)."""
         self.store_edit.setText(str(store))
         self.store = None  # reopened on the next Show
 

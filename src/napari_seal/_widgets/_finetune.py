@@ -176,11 +176,9 @@ class FinetuneWidget(QWidget):
         self.run_dir = Path(run_dir)
         self.loss_plot.redraw()
         show_info(f"SEAL run ready: {self.run_dir}")
-        from napari_seal._widgets._embed import _dock_widgets
+        from napari_seal._widgets._state import publish
 
-        for widget in _dock_widgets(self.viewer):
-            if hasattr(widget, "offer_run"):
-                widget.offer_run(self.run_dir)
+        publish(self.viewer, model=str(self.run_dir))
         if self.bench_check.isChecked() and len(self.samples()) >= 2:
             self._bench()
         elif self.bench_check.isChecked():

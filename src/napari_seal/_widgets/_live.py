@@ -19,7 +19,7 @@ from qtpy.QtCore import QObject, QTimer
 
 from napari_seal._widgets._common import Job
 
-__all__ = ["LiveOverlayView", "StallProbe", "camera_of", "camera_rect_um"]
+__all__ = ["LiveOverlayView", "StallProbe", "camera_of", "camera_rect_um", "unproxied"]
 
 MIN_REPAINT_S = 0.25
 
@@ -61,6 +61,12 @@ class StallProbe:
         return 1000 * self.worst_s
 
 
+def unproxied(viewer: Any) -> Any:
+    """The viewer itself: a dock made by napari's plugin manager gets a proxy that
+    refuses the canvas (``window._qt_viewer``), whose size the live view needs."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
 def camera_of(viewer: Any) -> Any:
     """The viewer's camera (``viewer.scene.camera`` since napari 0.9)."""
     scene = getattr(viewer, "scene", None)
@@ -69,7 +75,7 @@ def camera_of(viewer: Any) -> Any:
 
 def camera_rect_um(viewer: Any) -> tuple[float, float, float, float]:
     """The canvas's field of view ``(x0, y0, x1, y1)`` in world micrometres."""
-    h, w = viewer.window._qt_viewer.canvas.size
+    h, w = unproxied(viewer).window._qt_viewer.canvas.size
     cy, cx = camera_of(viewer).center[-2:]
     zoom = float(camera_of(viewer).zoom) or 1.0
     hw, hh = w / 2 / zoom, h / 2 / zoom
@@ -112,6 +118,7 @@ class LiveOverlayView(QObject):
         on_finished: Callable[[], None] | None = None,
         until_view_complete: bool = False,
     ) -> None:
+        viewer = unproxied(viewer)
         super().__init__(viewer.window._qt_viewer)  # deleted with the viewer
         self.viewer = viewer
         self.name = name
@@ -208,6 +215,23 @@ class LiveOverlayView(QObject):
         camera_of(self.viewer).events.zoom.connect(self.camera_changed)
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.camera_changed()
+
+    def set_gene(self, gene: str, *, name: str | None = None) -> None:
+        """Paint ``gene`` instead (no encoder work: the worker repaints from the
+        hidden layer it keeps, within its next idle step, ~0.1 s). Unknown genes raise
+        the head's error here."""
+        if self.overlay is None:
+            msg = "the overlay is still starting; try again in a moment"
+            raise RuntimeError(msg)
+        self.overlay.request_gene(gene)
+        self.name = name or gene
+        self.layer.metadata = {"napari_seal": {**self.layer.metadata.get("napari_seal", {}),
+                                               "gene": gene}}
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker still runs (it stops on cancel, error or completion)."""
+        return bool(self.job.running)
 
     def camera_changed(self, *_args: Any) -> None:
         """Send the camera's field of view to the embedder (O(1), GUI thread)."""

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 from napari_seal._widgets import _tooltips as tips
 from napari_seal._widgets._common import Job, add_or_update_layer, notify_error
 from napari_seal._widgets._plots import GeneBars
+from napari_seal._widgets._state import observe_state
 from napari_seal.errors import SealError
 
 
@@ -86,6 +87,8 @@ class QueryWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.bars)
         self.run_button.clicked.connect(self._on_query)
+        observe_state(self, self.viewer, {"model": self.offer_run,
+                                          "store": self.offer_store})
         self.query_edit.returnPressed.connect(self._on_query)
         self.gallery.itemClicked.connect(self._on_tile_clicked)
         self.viewer.mouse_drag_callbacks.append(self._on_canvas_click)

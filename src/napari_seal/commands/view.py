@@ -122,29 +122,6 @@ def _default_run() -> str:
     return str(shipped_run_path())
 
 
-class _ScoreHead:
-    """A gene-query score (``route``) in the shape of an expression head."""
-
-    def __init__(self, run: Any, gene: str, route: str) -> None:
-        from napari_seal.retrieval.scoring import parse_run_query, require_route
-
-        require_route(run, route)
-        self.run, self.route = run, route
-        self.query = parse_run_query(run, [gene])
-        self.genes = [f"{gene} ({route} score)"]
-
-    def index(self, genes: Any) -> list[int]:
-        return [0]
-
-    def hidden(self, emb: Any) -> Any:
-        from napari_seal.retrieval.scoring import score_embeddings
-
-        return score_embeddings(self.run, emb, self.query, route=self.route)[:, None]
-
-    def output(self, hidden: Any, index: Any) -> Any:
-        return hidden[:, list(index)]
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``napari-seal view``; return the exit code."""
     _check(args)
@@ -173,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         def make() -> tuple[Any, Any]:
             from napari_seal.embedding.on_demand import OnDemandEmbedder
             from napari_seal.predict.live import LiveOverlay
+            from napari_seal.retrieval.score_head import ScoreHead
 
             model = run_obj if run_obj is not None else model_from_args(args, device)
             engine = OnDemandEmbedder(
@@ -185,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             )
             use = head
             if args.route:
-                use = _ScoreHead(engine.resolved.run, args.gene, args.route)
+                use = ScoreHead(engine.resolved.run, args.gene, args.route)
             return engine, LiveOverlay(
                 engine.grid, use, use.genes[0] if args.route else args.gene
             )

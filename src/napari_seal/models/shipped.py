@@ -19,7 +19,7 @@ from typing import Any
 
 from napari_seal.errors import ShippedModelError
 
-__all__ = ["SHIPPED_MODEL", "shipped_model_info", "shipped_run_path"]
+__all__ = ["SHIPPED_MODEL", "shipped_model_info", "shipped_model_summary", "shipped_run_path"]
 
 SHIPPED_MODEL = "seal-default-her2st"
 PROVENANCE_JSON = "provenance.json"
@@ -88,3 +88,34 @@ def shipped_model_info() -> dict[str, Any]:
         msg = f"{path / PROVENANCE_JSON} is not a JSON object; reinstall napari-seal"
         raise ShippedModelError(msg)
     return {**info, "path": str(path)}
+
+
+def shipped_model_summary(info: dict[str, Any] | None = None) -> str:
+    """Three lines for a panel: what the shipped model is, its data, its held-out
+    numbers (the default gene query's ERBB2 and mean AUROC, the HEST probe)."""
+    info = shipped_model_info() if info is None else info
+    data = info.get("training_data", {})
+    held = info.get("held_out", {})
+    sections = ", ".join(s.removeprefix("her2st_") for s in data.get("sections", []))
+    lines = [
+        f"{info.get('name', SHIPPED_MODEL)}: {info.get('encoder', '?')} encoder + SEAL, "
+        f"{info.get('genes', '?')} genes",
+        f"trained on {data.get('dataset', '?')} {sections} "
+        f"({data.get('attribution', '')}; {data.get('licence', '')})",
+    ]
+    route = held.get("default_route")
+    aurocs = held.get("gene_query_auroc", {})
+    # the omics route's default query vectors are exemplars ("omics-exemplar")
+    auroc = aurocs.get(f"{route}-exemplar") or aurocs.get(route or "", {})
+    pearson = held.get("hest_probe_pearson", {})
+    parts = []
+    if auroc:
+        erbb2 = auroc.get("markers", {}).get("ERBB2")
+        parts.append(f"gene query AUROC {auroc['mean']:.3f} (50 genes)"
+                     + (f", ERBB2 {erbb2:.3f}" if erbb2 is not None else ""))
+    if "seal/normalized" in pearson and "frozen/normalized" in pearson:
+        parts.append(f"probe r {pearson['seal/normalized']['mean']:.3f} vs frozen "
+                     f"{pearson['frozen/normalized']['mean']:.3f} (normalised)")
+    if parts:
+        lines.append("held out (leave-one-section-out): " + "; ".join(parts))
+    return "\n".join(lines)

@@ -12,6 +12,7 @@ genes repaints without reading the store. :func:`iter_live_overlay` runs an
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,8 @@ class LiveOverlay:
         self._exact_img = np.zeros(self.shape, dtype=bool)
         self._hidden: np.ndarray | None = None
         self._previews: list[tuple[np.ndarray, np.ndarray]] = []
+        self._requested: str | None = None
+        self._request_lock = threading.Lock()
         self.set_gene(gene)
 
     @property
@@ -106,6 +109,23 @@ class LiveOverlay:
             self._paint(index, self._values(self._hidden[index]), k)
         done = np.flatnonzero(self.exact)
         self._paint(done, self._values(self._hidden[done]), np.ones(done.size, int))
+
+    def request_gene(self, gene: str) -> None:
+        """Ask the thread that paints (the one calling :meth:`update`) to switch to
+        ``gene`` at its next step (thread-safe; see :func:`iter_live_overlay`)."""
+        self.head.index([gene])  # an unknown gene raises here, in the caller
+        with self._request_lock:
+            self._requested = gene
+
+    def apply_request(self) -> bool:
+        """Switch to the requested gene, if any (the painting thread): repainted from
+        the decoder's hidden layer of every tile already known, no encoder work."""
+        with self._request_lock:
+            gene, self._requested = self._requested, None
+        if gene is None:
+            return False
+        self.set_gene(gene)
+        return True
 
     def _values(self, hidden: np.ndarray) -> np.ndarray:
         return np.asarray(self.head.output(hidden, self._gene_index)[:, 0], np.float32)
@@ -189,23 +209,30 @@ def iter_live_overlay(
         Tiles computed by the encoder.
     """
     steps = engine.iter_run(until_view_complete=until_view_complete)
+
+    def snapshot(event: Any) -> OverlayUpdate:
+        visible = engine.visible_tiles()
+        done = int(overlay.exact[visible].sum()) if visible.size else 0
+        return OverlayUpdate(
+            image=overlay.image.copy(),
+            contrast_limits=overlay.contrast_limits(),
+            preview=visible.size > 0 and overlay.preview_in(visible),
+            view_done=event.view_done if event is not None else done,
+            view_total=event.view_total if event is not None else int(visible.size),
+            tiles_computed=(event.tiles_computed if event is not None
+                            else engine.tiles_computed),
+            covered=overlay.covers(visible),
+            message=event.message if event is not None else f"showing {overlay.gene}",
+        )
+
     try:
         for event in steps:
+            switched = overlay.apply_request()  # a gene switch: painted at once
             if event is None:
-                yield None
+                yield snapshot(None) if switched else None
                 continue
             overlay.update(event)
-            visible = engine.visible_tiles()
-            yield OverlayUpdate(
-                image=overlay.image.copy(),
-                contrast_limits=overlay.contrast_limits(),
-                preview=visible.size > 0 and overlay.preview_in(visible),
-                view_done=event.view_done,
-                view_total=event.view_total,
-                tiles_computed=event.tiles_computed,
-                covered=overlay.covers(visible),
-                message=event.message,
-            )
+            yield snapshot(event)
     finally:
         steps.close()
     return engine.tiles_computed

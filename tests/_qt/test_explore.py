@@ -1,0 +1,120 @@
+"""The Explore dock: a fresh napari to predicted ERBB2 on the bundled sample in three
+user actions, no path typed; another gene repaints from what is computed; docks share
+one state."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QApplication
+from test_widgets_jobs import _save
+
+
+def _until(pred, timeout_s=300.0):
+    end = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < end, "timed out"
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def _type(qtbot, edit, text):
+    edit.clear()
+    qtbot.keyClicks(edit, text)
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+
+
+def _tissue_change(before, after):
+    """Per pixel |after - before| summed over RGB (a dock's relayout may change the
+    canvas by a pixel: the common part)."""
+    h, w = min(before.shape[0], after.shape[0]), min(before.shape[1], after.shape[1])
+    before, after = before[:h, :w], after[:h, :w]
+    return np.abs(after[..., :3].astype(int) - before[..., :3].astype(int)).sum(-1)
+
+
+def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    from napari_seal.io.workspace import workspace_root
+    from napari_seal.models.shipped import shipped_run_path
+    from napari_seal.predict.expression import expression_head, expression_image, open_store
+    from napari_seal.state import state_for
+
+    errors = []
+    monkeypatch.setattr("napari_seal._widgets._common.show_error", errors.append)
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    actions = 0
+    viewer.open_sample("napari-seal", "her2st")  # File > Open Sample > her2st
+    actions += 1
+    _, widget = viewer.window.add_plugin_dock_widget("napari-seal", "Explore")
+    actions += 1  # Plugins > napari-seal > Explore
+    assert widget.slide_label.text() == viewer.layers[0].name
+    assert "seal-default-her2st" in widget.model_info.text()
+    assert "held out" in widget.model_info.text()
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        QApplication.processEvents()
+    before = np.asarray(viewer.screenshot(canvas_only=True, flash=False))
+    _type(qtbot, widget.gene_edit, "erbb2")  # lower case: matched to ERBB2
+    actions += 1
+    assert actions == 3 and not errors, errors
+    _until(lambda: (widget.live is not None and widget.live.last is not None
+                    and widget.live.last.view_complete)
+           or (widget.live is not None and widget.live.job.error is not None),
+           timeout_s=float(__import__("os").environ.get("T", 300)))
+    assert widget.live.job.error is None
+    live, first = widget.live, widget.live.last
+    layer = viewer.layers["ERBB2"]
+    assert first.view_total > 100  # the whole bundled section is in view
+    assert np.isfinite(np.asarray(layer.data)).sum() >= first.view_total
+
+    # written through into the workspace store, never beside the inputs: and the
+    # overlay is exactly the batch prediction from that store
+    state = state_for(viewer)
+    store_path = live.engine.store_path
+    assert state.store == str(store_path)
+    assert str(store_path).startswith(str(workspace_root()))
+    store = open_store(store_path)
+    head = expression_head(shipped_run_path())
+    batch, _, _ = expression_image(store, head, "ERBB2")
+    shown = np.asarray(layer.data)
+    both = np.isfinite(shown) & np.isfinite(np.asarray(batch))
+    assert both.sum() >= first.view_total
+    np.testing.assert_allclose(shown[both], np.asarray(batch)[both], rtol=1e-4, atol=1e-5)
+
+    # rendered: the tissue changed colour under the overlay
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        QApplication.processEvents()
+    after = np.asarray(viewer.screenshot(canvas_only=True, flash=False))
+    assert (_tissue_change(before, after) > 60).mean() > 0.05
+    _save(viewer, "widget_explore.png")
+
+    # another gene: the same worker repaints from the kept hidden layer, no encoder work
+    computed = first.tiles_computed
+    t0 = time.perf_counter()
+    _type(qtbot, widget.gene_edit, "GRB7")
+    _until(lambda: layer.name == "GRB7", 10)
+    switch_s = time.perf_counter() - t0
+    assert widget.live is live and switch_s < 3.0, switch_s
+    assert live.last.tiles_computed == computed
+    grb7, _, _ = expression_image(store, head, "GRB7")
+    shown = np.asarray(layer.data)
+    np.testing.assert_allclose(shown[both], np.asarray(grb7)[both], rtol=1e-4, atol=1e-5)
+    assert state.gene == "GRB7" and state.route == "expression"
+
+    # a typo: a message with the nearest genes, the overlay stays
+    _type(qtbot, widget.gene_edit, "ERBB22")
+    assert errors and "ERBB2" in errors[-1] and "nearest" in errors[-1]
+    assert layer.name == "GRB7"
+
+    # a dock opened later takes the model and the store from the shared state
+    from napari_seal._widgets._query import QueryWidget
+
+    query = QueryWidget(viewer)
+    assert query.run_edit.text() == str(shipped_run_path())
+    assert query.store_edit.text() == str(store_path)
+    print(f"explore: {first.view_total} tiles in view, switch {1000 * switch_s:.0f} ms")
