@@ -20,6 +20,20 @@ def _until(pred, timeout_s=300.0):
         time.sleep(0.01)
 
 
+def _wait_idle(live, quiet_s=1.5):
+    """Until the worker has computed nothing for ``quiet_s`` (the margin around the
+    view is computed after the view)."""
+    seen = {"n": -1, "since": time.monotonic()}
+
+    def idle():
+        n = live.engine.tiles_computed
+        if n != seen["n"]:
+            seen.update(n=n, since=time.monotonic())
+        return time.monotonic() - seen["since"] > quiet_s
+
+    _until(idle, 120)
+
+
 def _type(qtbot, edit, text):
     edit.clear()
     qtbot.keyClicks(edit, text)
@@ -94,13 +108,14 @@ def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
     _save(viewer, "widget_explore.png")
 
     # another gene: the same worker repaints from the kept hidden layer, no encoder work
-    computed = first.tiles_computed
+    _wait_idle(live)
+    computed = live.engine.tiles_computed
     t0 = time.perf_counter()
     _type(qtbot, widget.gene_edit, "GRB7")
     _until(lambda: layer.name == "GRB7", 10)
     switch_s = time.perf_counter() - t0
     assert widget.live is live and switch_s < 3.0, switch_s
-    assert live.last.tiles_computed == computed
+    assert live.engine.tiles_computed == computed
     grb7, _, _ = expression_image(store, head, "GRB7")
     shown = np.asarray(layer.data)
     np.testing.assert_allclose(shown[both], np.asarray(grb7)[both], rtol=1e-4, atol=1e-5)
@@ -118,3 +133,40 @@ def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
     assert query.run_edit.text() == str(shipped_run_path())
     assert query.store_edit.text() == str(store_path)
     print(f"explore: {first.view_total} tiles in view, switch {1000 * switch_s:.0f} ms")
+
+
+def test_panel_steers_a_live_view_started_elsewhere(make_napari_viewer, qtbot, tiny_run):
+    """``napari-seal view`` docks the panel on its own overlay (ExploreWidget.adopt)."""
+    from napari_seal._widgets._explore import ExploreWidget
+    from napari_seal._widgets._live import LiveOverlayView
+    from napari_seal.training.runs import load_run
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-seal", "her2st")
+    source = viewer.layers[0].metadata["napari_seal"]["source"]
+    run = load_run(tiny_run)
+    genes = list(run.panel.genes)
+
+    def make():
+        from napari_seal.embedding.on_demand import OnDemandEmbedder
+        from napari_seal.predict.expression import expression_head
+        from napari_seal.predict.live import LiveOverlay
+
+        engine = OnDemandEmbedder(source, run, None, batch_size=8)
+        return engine, LiveOverlay(engine.grid, expression_head(run), genes[0])
+
+    live = LiveOverlayView(viewer, make, name=genes[0]).start()
+    panel = ExploreWidget(viewer)
+    viewer.window.add_dock_widget(panel, name="Explore")
+    panel.adopt(live, model=str(tiny_run), gene=genes[0], route=None)
+    assert panel.model_path() == str(tiny_run)
+    assert panel.gene_edit.text() == genes[0]
+    _until(lambda: live.last is not None and live.last.view_complete
+           or live.job.error is not None)
+    assert live.job.error is None
+    assert panel.status.text().startswith(f"{genes[0]}: ")
+    _wait_idle(live)
+    computed = live.engine.tiles_computed
+    _type(qtbot, panel.gene_edit, genes[1])
+    _until(lambda: live.layer.name == genes[1], 10)
+    assert panel.live is live and live.engine.tiles_computed == computed

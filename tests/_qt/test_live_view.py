@@ -190,6 +190,7 @@ def test_view_exit_when_ready_writes_json_and_screenshot(tiny_run, tmp_path, vie
     assert 0 < d["first_paint_s"] <= d["visible_complete_s"]
     assert d["max_stall_ms"] >= 0
     assert d["model"] == f"run:{Path(tiny_run).resolve()}"
+    assert d["panel"] is True  # the Explore panel docked, steering this overlay
     store = Path(d["store"])
     assert store.is_dir() and Path(view_env["NAPARI_SEAL_CACHE"]) in store.parents
     # the workspace rule: nothing beside the input, nothing into the package

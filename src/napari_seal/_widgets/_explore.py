@@ -240,6 +240,18 @@ class ExploreWidget(QWidget):
         self.live.start()
         self.status.setText(f"{name}: loading the model and the tissue mask")
 
+    def adopt(self, live, *, model: str, gene: str | None, route: str | None) -> None:
+        """Show and steer a live view started elsewhere (``napari-seal view``)."""
+        self.offer_model(model)
+        if gene:
+            self.gene_edit.setText(gene)
+        label = next((k for k, v in PAINTS.items() if v == route), None)
+        if label is not None:
+            self.paint_combo.setCurrentText(label)
+        source, _ = self.slide()
+        self.live, self._live_key = live, (source, self.model_path(), route)
+        live.add_update_listener(self._on_update)
+
     def _on_update(self, update) -> None:
         state = "complete" if update.view_complete else (
             "preview" if update.preview else "computing")

@@ -144,7 +144,7 @@ class LiveOverlayView(QObject):
         layers = viewer.layers
         if len(layers) > 2:  # just above the slide: spots stay visible on top
             layers.move(layers.index(self.layer), 1)
-        self._on_update = on_update
+        self._listeners = [on_update] if on_update is not None else []
         self._until = until_view_complete
         self.job = Job(self._run, make, description=f"{name}: computing the view",
                        on_event=self._event, on_finished=on_finished)
@@ -200,8 +200,8 @@ class LiveOverlayView(QObject):
         self.n_updates += 1
         self._last_paint = time.perf_counter()
         self.paint_ms = max(self.paint_ms, 1000 * (self._last_paint - t))
-        if self._on_update is not None:
-            self._on_update(event)
+        for listener in list(self._listeners):
+            listener(event)
 
     def _ready(self, overlay: Any) -> None:
         self.overlay = overlay
@@ -215,6 +215,10 @@ class LiveOverlayView(QObject):
         camera_of(self.viewer).events.zoom.connect(self.camera_changed)
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.camera_changed()
+
+    def add_update_listener(self, listener: Callable[[Any], None]) -> None:
+        """Also call ``listener(update)`` after each repaint (GUI thread)."""
+        self._listeners.append(listener)
 
     def set_gene(self, gene: str, *, name: str | None = None) -> None:
         """Paint ``gene`` instead (no encoder work: the worker repaints from the

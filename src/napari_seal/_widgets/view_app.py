@@ -52,6 +52,7 @@ def run_view(
     canvas_px: tuple[int, int] = (1000, 1000),
     timeout_s: float | None = None,
     ready_when: str = "complete",
+    panel: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Show ``obj`` (slide or sample) with a live overlay; return the timings.
 
@@ -77,13 +78,17 @@ def run_view(
     ready_when
         ``"complete"`` (every visible tile exact) or ``"preview"`` (the whole view
         painted, preview blocks allowed: benchmarks of zoomed-out views).
+    panel
+        ``{"model": RUN_DIR, "gene": G, "route": R}``: dock the Explore panel, steering
+        this overlay (another gene, another model), with these values.
 
     Returns
     -------
     dict
         ``visible_tiles``, ``tiles_computed``, ``first_paint_s``,
         ``visible_complete_s``, ``max_stall_ms``, ``store``, ``preview_s`` (the whole
-        view painted, blocks or tiles), ``stalls``, ``paint_ms``, ``command_s``.
+        view painted, blocks or tiles), ``stalls``, ``paint_ms``, ``command_s``,
+        ``panel`` (whether the Explore panel was docked).
     """
     import napari
     from qtpy.QtCore import QTimer
@@ -93,7 +98,6 @@ def run_view(
 
     t_start = time.perf_counter()
     viewer = napari.Viewer(title="napari-seal view", show=True)
-    viewer.window._qt_viewer.canvas.size = (int(canvas_px[1]), int(canvas_px[0]))
     slide = _add_layers(viewer, obj)
     live = None
     if make is not None:
@@ -103,6 +107,17 @@ def run_view(
             else None,
             until_view_complete=exit_when_ready,
         )
+    if panel is not None:
+        from napari_seal._widgets._explore import ExploreWidget
+
+        explore = ExploreWidget(viewer)
+        viewer.window.add_dock_widget(explore, name="Explore", area="right")
+        if live is not None:
+            explore.adopt(live, model=str(panel["model"]), gene=panel.get("gene"),
+                          route=panel.get("route"))
+        elif panel.get("model"):
+            explore.offer_model(str(panel["model"]))
+    viewer.window._qt_viewer.canvas.size = (int(canvas_px[1]), int(canvas_px[0]))
     app = QApplication.instance()
     app.processEvents()  # the window's layout settles the canvas size
     _set_camera(viewer, slide, center_um, fov_um)
@@ -114,6 +129,7 @@ def run_view(
         "visible_tiles": 0, "tiles_computed": 0, "first_paint_s": None,
         "preview_s": None, "visible_complete_s": None, "max_stall_ms": 0.0,
         "store": None, "open_s": t0 - t_start, "timed_out": False,
+        "panel": panel is not None,
     }
     finished = {"done": False}
 

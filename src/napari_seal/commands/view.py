@@ -7,7 +7,8 @@
         [--workspace DIR] [--store STORE.zarr] [--screenshot OUT.png] [--json OUT.json]
         [--exit-when-ready] [--batch-size B] [--mpp UM] [--device D] [--debug]
 
-The tiles in the field of view are embedded first, nearest its centre, and written
+With a SEAL run (or the shipped model) the Explore panel is docked, steering the
+overlay: type another gene there. The tiles in the field of view are embedded first, nearest its centre, and written
 into the slide's embedding store (default: the workspace store of this slide and
 model, shared with ``embed``, ``predict`` and ``query``). Without a model option it
 uses the SEAL model shipped with the package. ``--gene`` paints the predicted
@@ -37,8 +38,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "view",
         help="open a slide or sample in napari with a lazily computed overlay",
-        description="Open napari with the slide (and spots for a sample), centre the "
-        "camera and paint --gene's predicted expression over the field of view first "
+        description="Open napari with the slide (and spots for a sample) and the "
+        "Explore panel, centre the camera and paint --gene's predicted expression over the field of view first "
         "(computed on demand, cached in the embedding store). Without --run or "
         "--encoder/--head: the SEAL model shipped with napari-seal.",
     )
@@ -190,6 +191,9 @@ def run(args: argparse.Namespace) -> int:
         fov_um=args.fov_um,
         exit_when_ready=args.exit_when_ready,
         screenshot=args.screenshot,
+        # the Explore panel steers a SEAL run's overlay (not an encoder + saved head)
+        panel={"model": args.run, "gene": args.gene, "route": args.route}
+        if args.run else None,
     )
     result["model"] = model_label
     result["gene"] = args.gene
