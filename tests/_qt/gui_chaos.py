@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QApplication, QPushButton
 
 from napari_seal.io.hest import bundled_sample_path
 
-WIDGETS = ("Load", "Embed", "Expression", "Gene query", "Fine-tune")
+WIDGETS = ("Load", "Embed", "Expression", "Gene query", "Fine-tune", "Explore")
 
 
 class Recorder:
@@ -111,7 +111,7 @@ def modal_dialogs() -> list[str]:
 
 
 class ChaosSession:
-    """One viewer, the five widgets, a seeded random sequence of user actions."""
+    """One viewer, the six widgets, a seeded random sequence of user actions."""
 
     def __init__(self, viewer, qtbot, rng, workspace: Path, *, run: Path, store: Path,
                  genes: list[str], long_jobs: bool):
@@ -156,7 +156,7 @@ class ChaosSession:
     # -- actions -----------------------------------------------------------------
     def actions(self):
         w = self.widgets
-        load, embed, expr, query, ft = (w[n] for n in WIDGETS)
+        load, embed, expr, query, ft, ex = (w[n] for n in WIDGETS)
         return {
             "load.bundled": lambda: load.bundled_button.click(),
             "load.open": lambda: (self._set(load.st_edit, self.rng.choice(
@@ -212,6 +212,13 @@ class ChaosSession:
             "ft.bench": lambda: ft.bench_check.toggle(),
             "ft.train": lambda: ft.train_button.click(),
             "ft.cancel": lambda: ft.cancel_button.click(),
+            "explore.model": lambda: ex.model_combo.setCurrentIndex(
+                self.rng.randrange(ex.model_combo.count())),
+            "explore.gene": lambda: self._set(ex.gene_edit, self._gene()),
+            "explore.show": lambda: ex.show_button.click(),
+            "explore.enter": lambda: ex.gene_edit.returnPressed.emit(),
+            "explore.paint": lambda: ex.paint_combo.setCurrentIndex(self.rng.randrange(3)),
+            "explore.cmap": lambda: ex.cmap_combo.setCurrentIndex(self.rng.randrange(5)),
             "layer.remove": self._remove_layer,
             "layer.remove_all": lambda: self.viewer.layers.clear(),
             "wait": lambda: self.qtbot.wait(self.rng.choice([50, 300, 1000])),
@@ -242,8 +249,9 @@ class ChaosSession:
         if self.closed:  # the widgets are gone; their jobs were collected before
             return
         for widget in self.widgets.values():
-            for attr in ("job", "bench_job"):
-                job = getattr(widget, attr, None)
+            live = getattr(widget, "live", None)  # the Explore dock's live view
+            for job in (getattr(widget, "job", None), getattr(widget, "bench_job", None),
+                        getattr(live, "job", None)):
                 if job is not None and all(job is not j for j in self.jobs):
                     self.jobs.append(job)
 
