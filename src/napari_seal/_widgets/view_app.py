@@ -117,8 +117,13 @@ def run_view(
                           route=panel.get("route"))
         elif panel.get("model"):
             explore.offer_model(str(panel["model"]))
-    viewer.window._qt_viewer.canvas.size = (int(canvas_px[1]), int(canvas_px[0]))
     app = QApplication.instance()
+    # room for the docks beside a canvas of the asked size (they would squeeze it)
+    window = viewer.window._qt_window
+    extra_w = 900 if panel is not None else 400
+    window.resize(int(canvas_px[0]) + extra_w, int(canvas_px[1]) + 200)
+    app.processEvents()
+    viewer.window._qt_viewer.canvas.size = (int(canvas_px[1]), int(canvas_px[0]))
     app.processEvents()  # the window's layout settles the canvas size
     _set_camera(viewer, slide, center_um, fov_um)
     app.processEvents()
