@@ -7,5 +7,12 @@ from napari_seal.layers import sample_layers
 
 
 def make_sample_data():
-    """Return the slide and spot layers of the bundled her2st C2 section."""
-    return sample_layers(load_sample(bundled_sample_path()))
+    """Return the slide and spot layers of the bundled her2st C2 section.
+
+    The layers' ``source`` is the sample folder (as File > Open of that folder gives),
+    so the docks compute on the sample, spots included, not on its bare slide file.
+    """
+    path = bundled_sample_path()
+    sample = load_sample(path)
+    sample.metadata.setdefault("path", str(path))
+    return sample_layers(sample)

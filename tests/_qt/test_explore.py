@@ -51,6 +51,7 @@ def _tissue_change(before, after):
 def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
     make_napari_viewer, qtbot, monkeypatch
 ):
+    from napari_seal.io.hest import bundled_sample_path
     from napari_seal.io.workspace import workspace_root
     from napari_seal.models.shipped import shipped_run_path
     from napari_seal.predict.expression import expression_head, expression_image, open_store
@@ -63,6 +64,7 @@ def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
     actions = 0
     viewer.open_sample("napari-seal", "her2st")  # File > Open Sample > her2st
     actions += 1
+    assert viewer.layers[0].metadata["napari_seal"]["source"] == str(bundled_sample_path())
     _, widget = viewer.window.add_plugin_dock_widget("napari-seal", "Explore")
     actions += 1  # Plugins > napari-seal > Explore
     assert widget.slide_label.text() == viewer.layers[0].name
@@ -95,9 +97,29 @@ def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
     head = expression_head(shipped_run_path())
     batch, _, _ = expression_image(store, head, "ERBB2")
     shown = np.asarray(layer.data)
-    both = np.isfinite(shown) & np.isfinite(np.asarray(batch))
+    # tiles computed exactly (beyond the view a pixel may still hold its block's
+    # preview value until the tile itself is computed)
+    overlay = live.overlay
+    exact = np.zeros(shown.shape, bool)
+    exact[overlay.rows[overlay.exact], overlay.cols[overlay.exact]] = True
+    both = exact & np.isfinite(shown) & np.isfinite(np.asarray(batch))
     assert both.sum() >= first.view_total
     np.testing.assert_allclose(shown[both], np.asarray(batch)[both], rtol=1e-4, atol=1e-5)
+
+    # measured vs predicted at the sample's spots, once the view is complete
+    _until(lambda: widget.compare is not None or (
+        widget._compare_job is not None and not widget._compare_job.running), 120)
+    assert widget._compare_job.error is None, widget._compare_job.error
+    from napari_seal.io.hest import load_sample
+    from napari_seal.predict.spots import compare_at_spots, spot_predictions
+
+    sample = load_sample(bundled_sample_path())
+    predicted = spot_predictions(sample, store_path, shipped_run_path(), genes=["ERBB2"])
+    want = compare_at_spots(sample, predicted, "ERBB2")
+    n_pred = int(np.isfinite(np.asarray(predicted.X, dtype=float)).sum())
+    assert widget.compare["n_spots"] == n_pred >= 0.9 * sample.n_spots
+    assert widget.compare["r"] == want and np.isfinite(want)
+    assert f"r = {want:.2f}" in widget.compare_label.text()
 
     # rendered: the tissue changed colour under the overlay
     end = time.monotonic() + 1.0

@@ -1,20 +1,17 @@
 """Explore dock: from an open slide to its predicted expression in one panel.
 
-It follows the viewer's layers (the slide shown is the slide used), starts with the
-model that ships with napari-seal, offers the model's genes as you type, and paints
-the gene where the camera looks first (a :class:`~napari_seal._widgets._live.
-LiveOverlayView`: tiles in view are embedded in a worker, written through into the
-workspace store that ``embed``/``predict``/``query`` reuse). Another gene with the same
-model repaints at once from what is already computed. What it uses and produces goes
-into the viewer's shared :class:`~napari_seal.state.ExploreState`.
+Follows the layers (the slide shown is the one used), starts with the shipped model,
+completes genes as you type and paints where the camera looks first (a ``LiveOverlayView``
+writing through into the workspace store that ``embed``/``predict``/``query`` reuse);
+another gene repaints from what is computed. Shares its values via ``ExploreState``.
 """
 
-import difflib
 import os
 from pathlib import Path
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QCompleter,
     QFileDialog,
@@ -27,9 +24,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_seal._widgets._common import notify_error, source_layers
+from napari_seal._widgets._common import Job, notify_error, source_layers
+from napari_seal._widgets._live import LiveOverlayView
 from napari_seal._widgets._state import observe_state, publish
-from napari_seal.errors import BadInputError
+from napari_seal._widgets.view_jobs import iter_compare_at_spots, live_maker
+from napari_seal.errors import BadInputError, SealError
+from napari_seal.models.shipped import model_summary
+from napari_seal.predict.heads import head_from_run_dir, match_gene
 
 #: what is painted: None = predicted expression, else the gene-query route's score
 PAINTS = {"predicted expression": None, "query score (omics)": "omics",
@@ -47,9 +48,7 @@ class ExploreWidget(QWidget):
 
         warm_imports("embed")  # the worker's imports, here (GIL; see jobs.warm_imports)
         warm_imports("query")
-        self.live = None
-        self.head = None
-        self._live_key = None
+        self.live = self.head = self._live_key = None
         self.slide_label = QLabel()
         self.slide_label.setWordWrap(True)
         self.model_combo = QComboBox()
@@ -64,24 +63,25 @@ class ExploreWidget(QWidget):
         self.workspace_label = QLabel()
         self.workspace_label.setWordWrap(True)
         self.workspace_button = QPushButton("Change...")
+        self.compare_check = QCheckBox("measured vs predicted at spots")
+        self.compare_check.setChecked(True)
+        self.compare = self._compare_job = self._compared = None  # the last comparison
         self.show_button = QPushButton("Show")
-        self.status = QLabel("")
+        self.status, self.compare_label = QLabel(""), QLabel("")
         self.status.setWordWrap(True)
-        form = QFormLayout()
-        form.addRow("Slide", self.slide_label)
-        form.addRow("Model", self.model_combo)
-        form.addRow(self.model_info)
-        form.addRow("Gene", self.gene_edit)
-        form.addRow("Paint", self.paint_combo)
-        form.addRow("Colormap", self.cmap_combo)
         ws = QHBoxLayout()
         ws.addWidget(self.workspace_label, 1)
         ws.addWidget(self.workspace_button)
-        form.addRow("Workspace", ws)
+        form = QFormLayout()
+        for label, field in (("Slide", self.slide_label), ("Model", self.model_combo),
+                             ("", self.model_info), ("Gene", self.gene_edit),
+                             ("Paint", self.paint_combo), ("Colormap", self.cmap_combo),
+                             ("Workspace", ws), ("", self.compare_check)):
+            form.addRow(label, field)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.show_button)
-        layout.addWidget(self.status)
+        for widget in (self.show_button, self.status, self.compare_label):
+            layout.addWidget(widget)
         layout.addStretch(1)
         self._fill_models()
         self._show_workspace()
@@ -96,7 +96,6 @@ class ExploreWidget(QWidget):
         observe_state(self, self.viewer, {"model": self.offer_model})
         self._on_model()
 
-    # -- inputs ----------------------------------------------------------------
     def _fill_models(self) -> None:
         from napari_seal.errors import ShippedModelError
 
@@ -133,8 +132,6 @@ class ExploreWidget(QWidget):
         path = self.model_path()
         if path is None:
             return
-        from napari_seal.predict.heads import head_from_run_dir
-
         head = head_from_run_dir(Path(path))  # numpy only: a few ms
         if head is None:
             notify_error(BadInputError(f"{path} is not a finished SEAL run (no DONE, "
@@ -144,7 +141,7 @@ class ExploreWidget(QWidget):
         completer = QCompleter(list(head.genes), self)
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.gene_edit.setCompleter(completer)
-        self.model_info.setText(_model_text(path, len(head.genes)))
+        self.model_info.setText(model_summary(path, len(head.genes)))
         publish(self.viewer, model=path)
 
     def slide(self) -> tuple[str | None, str | None]:
@@ -176,19 +173,6 @@ class ExploreWidget(QWidget):
             self.live.layer.colormap = name
 
     # -- painting --------------------------------------------------------------
-    def gene(self) -> str:
-        """The typed gene, spelled as in the model's panel (case-insensitive)."""
-        text = self.gene_edit.text().strip()
-        if not text:
-            raise BadInputError("type a gene first (e.g. ERBB2)")
-        by_upper = {g.upper(): g for g in self.head.genes}
-        if text.upper() in by_upper:
-            return by_upper[text.upper()]
-        near = difflib.get_close_matches(text.upper(), list(by_upper), n=3)
-        hint = f"; nearest: {', '.join(by_upper[n] for n in near)}" if near else ""
-        msg = f"{text!r} is not in this model's {len(self.head.genes)}-gene panel{hint}"
-        raise BadInputError(msg)
-
     def show_gene(self) -> None:
         """Paint the typed gene where the camera looks (another gene: at once)."""
         try:
@@ -197,13 +181,15 @@ class ExploreWidget(QWidget):
                 raise BadInputError("open a slide first (File > Open Sample > napari-seal)")
             if self.head is None:
                 raise BadInputError("choose a model first")
-            gene, route = self.gene(), PAINTS[self.paint_combo.currentText()]
-        except BadInputError as err:
+            gene = match_gene(self.head.genes, self.gene_edit.text())
+            route = PAINTS[self.paint_combo.currentText()]
+        except SealError as err:
             notify_error(err)
             return
         name = gene if route is None else f"{gene} ({route} score)"
         key = (source, self.model_path(), route)
         publish(self.viewer, gene=gene, route=route or "expression")
+        self.compare_label.setText("")
         if (route is None and self._live_key == key and self.live is not None
                 and self.live.running and self.live.overlay is not None):
             self.live.set_gene(gene, name=name)
@@ -212,27 +198,11 @@ class ExploreWidget(QWidget):
         self._start(source, gene, route, name, key)
 
     def _start(self, source, gene, route, name, key) -> None:
-        from napari_seal._widgets._live import LiveOverlayView
-
         if self.live is not None:
             self.live.cancel()
             if self.live.layer in self.viewer.layers:
                 self.viewer.layers.remove(self.live.layer)
-        model = self.model_path()
-
-        def make():
-            from napari_seal.embedding.on_demand import OnDemandEmbedder
-            from napari_seal.predict.expression import expression_head
-            from napari_seal.predict.live import LiveOverlay
-            from napari_seal.retrieval.score_head import ScoreHead
-            from napari_seal.training.runs import load_run
-
-            run = load_run(model)
-            engine = OnDemandEmbedder(Path(source), run, None)
-            head = expression_head(run) if route is None else ScoreHead(run, gene, route)
-            return engine, LiveOverlay(engine.grid, head,
-                                       gene if route is None else head.genes[0])
-
+        make = live_maker(source, self.model_path(), gene, route)
         self._live_key = key
         self.live = LiveOverlayView(self.viewer, make, name=name,
                                     colormap=self.cmap_combo.currentText(),
@@ -250,7 +220,7 @@ class ExploreWidget(QWidget):
             self.paint_combo.setCurrentText(label)
         source, _ = self.slide()
         self.live, self._live_key = live, (source, self.model_path(), route)
-        live.add_update_listener(self._on_update)
+        live.add_update_listener(self._on_update, owner=self)
 
     def _on_update(self, update) -> None:
         state = "complete" if update.view_complete else (
@@ -258,17 +228,23 @@ class ExploreWidget(QWidget):
         self.status.setText(f"{self.live.name}: {update.view_done}/{update.view_total} "
                             f"tiles in view ({state}); {update.tiles_computed} computed "
                             "by the encoder this time")
-        if self.live.engine is not None:
-            publish(self.viewer, store=str(self.live.engine.store_path))
+        if self.live.engine is None:
+            return
+        store = str(self.live.engine.store_path)
+        publish(self.viewer, store=store)
+        gene = self.live.layer.metadata.get("napari_seal", {}).get("gene")
+        busy = self._compare_job is not None and self._compare_job.running
+        if (update.view_complete and self._live_key[2] is None and not busy
+                and self.compare_check.isChecked() and self._compared != (gene, store)):
+            self._compared = (gene, store)
+            self._compare_job = Job(iter_compare_at_spots, self._live_key[0], store,
+                                    self.model_path(), gene, on_done=self._on_compare,
+                                    description="Measured vs predicted")
+            self._compare_job.start()
 
+    def _on_compare(self, result) -> None:
+        self.compare = result
+        if result is not None:
+            self.compare_label.setText(f"measured vs predicted {result['gene']} at "
+                                       f"{result['n_spots']} spots: r = {result['r']:.2f}")
 
-def _model_text(path: str, n_genes: int) -> str:
-    from napari_seal.errors import ShippedModelError
-    from napari_seal.models.shipped import shipped_model_summary, shipped_run_path
-
-    try:
-        if Path(path).resolve() == shipped_run_path().resolve():
-            return shipped_model_summary()
-    except ShippedModelError:
-        pass
-    return f"SEAL run {path} ({n_genes} genes)"

@@ -18,47 +18,11 @@ from typing import Any
 from qtpy.QtCore import QObject, QTimer
 
 from napari_seal._widgets._common import Job
+from napari_seal._widgets._stall import StallProbe
 
 __all__ = ["LiveOverlayView", "StallProbe", "camera_of", "camera_rect_um", "unproxied"]
 
 MIN_REPAINT_S = 0.25
-
-
-class StallProbe:
-    """A timer every ``interval_ms``; ``worst_ms`` is its worst lateness."""
-
-    def __init__(self, interval_ms: int = 20) -> None:
-        self.interval = interval_ms / 1000
-        self.worst_s = 0.0
-        self.stalls: list[tuple[float, float]] = []  # (when, ms) of ticks > 50 ms late
-        self._t0 = time.perf_counter()
-        self._last: float | None = None
-        self.timer = QTimer()
-        self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(self._tick)
-
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        if self._last is not None:
-            late = now - self._last - self.interval
-            self.worst_s = max(self.worst_s, late)
-            if late > 0.05:
-                self.stalls.append((round(now - self._t0, 3), round(1000 * late, 1)))
-        self._last = now
-
-    def start(self) -> None:
-        """Start measuring."""
-        self._last = self._t0 = time.perf_counter()
-        self.timer.start()
-
-    def stop(self) -> None:
-        """Stop measuring."""
-        self.timer.stop()
-
-    @property
-    def worst_ms(self) -> float:
-        """Worst lateness so far, in milliseconds."""
-        return 1000 * self.worst_s
 
 
 def unproxied(viewer: Any) -> Any:
@@ -216,9 +180,15 @@ class LiveOverlayView(QObject):
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.camera_changed()
 
-    def add_update_listener(self, listener: Callable[[Any], None]) -> None:
-        """Also call ``listener(update)`` after each repaint (GUI thread)."""
+    def add_update_listener(self, listener: Callable[[Any], None], owner: Any = None
+                            ) -> None:
+        """Also call ``listener(update)`` after each repaint (GUI thread), until
+        ``owner`` (a QObject) is destroyed."""
         self._listeners.append(listener)
+        if owner is not None:
+            listeners = self._listeners
+            owner.destroyed.connect(lambda *_: listener in listeners
+                                    and listeners.remove(listener))
 
     def set_gene(self, gene: str, *, name: str | None = None) -> None:
         """Paint ``gene`` instead (no encoder work: the worker repaints from the

@@ -112,6 +112,7 @@ def run_view(
 
         explore = ExploreWidget(viewer)
         viewer.window.add_dock_widget(explore, name="Explore", area="right")
+        explore.compare_check.setChecked(not exit_when_ready)  # timings: the view only
         if live is not None:
             explore.adopt(live, model=str(panel["model"]), gene=panel.get("gene"),
                           route=panel.get("route"))

@@ -17,7 +17,8 @@ from typing import Any
 from napari_seal.errors import SealError
 from napari_seal.progress import Progress
 
-__all__ = ["iter_expression", "iter_gene_query", "iter_open_sample"]
+__all__ = ["iter_compare_at_spots", "iter_expression", "iter_gene_query", "iter_open_sample",
+           "live_maker"]
 
 
 def iter_open_sample(
@@ -144,3 +145,44 @@ def iter_gene_query(
     except SealError as err:
         out["crops_error"] = err
     return out
+
+
+def live_maker(source: str, model: str, gene: str, route: str | None):
+    """``make`` for a :class:`~napari_seal._widgets._live.LiveOverlayView` (run in its
+    worker): the run's encoder on ``source`` into the workspace store, painting
+    ``gene``'s prediction (``route`` None) or its gene-query score."""
+
+    def make() -> tuple[Any, Any]:
+        from napari_seal.embedding.on_demand import OnDemandEmbedder
+        from napari_seal.predict.expression import expression_head
+        from napari_seal.predict.live import LiveOverlay
+        from napari_seal.retrieval.score_head import ScoreHead
+        from napari_seal.training.runs import load_run
+
+        run = load_run(model)
+        engine = OnDemandEmbedder(Path(source), run, None)
+        head = expression_head(run) if route is None else ScoreHead(run, gene, route)
+        return engine, LiveOverlay(engine.grid, head,
+                                   gene if route is None else head.genes[0])
+
+    return make
+
+
+def iter_compare_at_spots(
+    source: str, store: str, model: str, gene: str
+) -> Generator[Any, None, dict | None]:
+    """Measured vs predicted ``gene`` at the sample's spots whose tiles are computed:
+    ``{"gene", "r", "n_spots"}``, or None when ``source`` has no spots."""
+    import numpy as np
+
+    from napari_seal.io.open import open_path
+    from napari_seal.io.sample import SpatialSample
+    from napari_seal.predict.spots import compare_at_spots, spot_predictions
+
+    yield Progress("compare", 0, None, "spots", f"{gene}: measured vs predicted")
+    sample = open_path(Path(source))
+    if not isinstance(sample, SpatialSample):
+        return None
+    predicted = spot_predictions(sample, store, model, genes=[gene])
+    n = int(np.isfinite(np.asarray(predicted.X, dtype=np.float64)).sum())
+    return {"gene": gene, "r": compare_at_spots(sample, predicted, gene), "n_spots": n}

@@ -19,7 +19,8 @@ from typing import Any
 
 from napari_seal.errors import ShippedModelError
 
-__all__ = ["SHIPPED_MODEL", "shipped_model_info", "shipped_model_summary", "shipped_run_path"]
+__all__ = ["SHIPPED_MODEL", "shipped_model_info", "model_summary", "shipped_model_summary",
+           "shipped_run_path"]
 
 SHIPPED_MODEL = "seal-default-her2st"
 PROVENANCE_JSON = "provenance.json"
@@ -119,3 +120,14 @@ def shipped_model_summary(info: dict[str, Any] | None = None) -> str:
     if parts:
         lines.append("held out (leave-one-section-out): " + "; ".join(parts))
     return "\n".join(lines)
+
+
+def model_summary(run_dir: str | Path, n_genes: int) -> str:
+    """A panel's model line: :func:`shipped_model_summary` for the shipped model,
+    else the run folder and its panel size."""
+    try:
+        if Path(run_dir).resolve() == shipped_run_path().resolve():
+            return shipped_model_summary()
+    except ShippedModelError:
+        pass
+    return f"SEAL run {run_dir} ({n_genes} genes)"

@@ -31,6 +31,7 @@ __all__ = [
     "head_from_linear",
     "head_from_module",
     "head_from_run_dir",
+    "match_gene",
 ]
 
 # with at most this many genes, a linear head caches all outputs (no matvec at all)
@@ -316,3 +317,26 @@ def head_from_run_dir(run: Path) -> ExpressionHead | None:
         "relu",
         name=f"SEAL decoder of {run.name}",
     )
+
+
+def match_gene(genes: Sequence[str], text: str) -> str:
+    """The panel gene a user typed, spelled as in ``genes`` (case does not matter).
+
+    Raises
+    ------
+    GeneQueryError
+        Empty text, or a name not in the panel (the message lists the nearest).
+    """
+    import difflib
+
+    text = str(text).strip()
+    if not text:
+        msg = "type a gene first (e.g. ERBB2)"
+        raise GeneQueryError(msg)
+    by_upper = {str(g).upper(): str(g) for g in genes}
+    if text.upper() in by_upper:
+        return by_upper[text.upper()]
+    near = difflib.get_close_matches(text.upper(), list(by_upper), n=3)
+    hint = f"; nearest: {', '.join(by_upper[n] for n in near)}" if near else ""
+    msg = f"{text!r} is not in this model's {len(by_upper)}-gene panel{hint}"
+    raise GeneQueryError(msg)
