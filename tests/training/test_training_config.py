@@ -75,7 +75,7 @@ def test_presets():
         64,
         1e-3,
         256,
-        15,
+        30,
         7,
     )
     assert cpu.preset == "cpu"
