@@ -170,3 +170,39 @@ def test_live_overlay_paints_preview_blocks_then_exact_tiles(tmp_path, slide, vi
     np.testing.assert_array_equal(overlay.image[r, c], emb[visible, 1])
     lo, hi = overlay.contrast_limits()
     assert lo < hi
+
+
+def test_gene_switch_requested_from_another_thread_is_painted_by_the_worker(
+    tmp_path, slide, vit_encoder
+):
+    import threading
+
+    from napari_seal.errors import GeneQueryError
+    from napari_seal.predict.heads import ExpressionHead
+    from napari_seal.predict.live import LiveOverlay, iter_live_overlay
+
+    engine = OnDemandEmbedder(slide, vit_encoder, tmp_path / "s.zarr", batch_size=8)
+    head = ExpressionHead(genes=["A", "B"], hidden_fn=lambda e: e[:, :2])
+    overlay = LiveOverlay(engine.grid, head, "A")
+    engine.set_view(0, 0, 1200, 800)
+    visible = engine.visible_tiles()
+    steps = iter_live_overlay(engine, overlay)  # runs until cancelled (a viewer's)
+    while True:
+        update = next(steps)
+        if update is not None and update.view_complete:
+            break
+    with pytest.raises(GeneQueryError):
+        overlay.request_gene("NOPE")  # refused in the caller, nothing queued
+    threading.Thread(target=overlay.request_gene, args=("B",)).start()
+    switched = None
+    for _ in range(200):  # the idle worker applies it within one step
+        update = next(steps)
+        if overlay.gene == "B" and update is not None:
+            switched = update
+            break
+    engine.cancel()
+    steps.close()
+    assert switched is not None
+    emb = np.asarray(zarr.open_group(tmp_path / "s.zarr", mode="r")["embeddings"][:])
+    r, c = engine.rows[visible], engine.cols[visible]
+    np.testing.assert_array_equal(switched.image[r, c], emb[visible, 1])
