@@ -191,6 +191,8 @@ def test_view_exit_when_ready_writes_json_and_screenshot(tiny_run, tmp_path, vie
     assert d["max_stall_ms"] >= 0
     assert d["model"] == f"run:{Path(tiny_run).resolve()}"
     assert d["panel"] is True  # the Explore panel docked, steering this overlay
+    # the model and tissue mask were started before the window opened (not after)
+    assert d["prepare_s"][0] < 0 <= d["prepare_s"][1] - d["prepare_s"][0]
     store = Path(d["store"])
     assert store.is_dir() and Path(view_env["NAPARI_SEAL_CACHE"]) in store.parents
     # the workspace rule: nothing beside the input, nothing into the package

@@ -6,14 +6,21 @@ from pathlib import Path
 from typing import Any
 
 from napari.qt.threading import create_worker
-from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
+from napari_seal._widgets._activity import (
+    activity_bar,
+    lower_thread_priority,
+    warm_progress_ui,
+)
 from napari_seal.errors import SealError
 
-__all__ = ["Job", "add_or_update_layer", "notify_error", "show_info", "show_warning"]
+__all__ = [
+    "Job", "add_or_update_layer", "notify_error", "show_info", "show_warning",
+    "warm_progress_ui",
+]
 
 
 def notify_error(err: BaseException) -> None:
@@ -103,17 +110,20 @@ class Job:
     ``on_event`` receives every yielded event in the GUI thread, ``on_done`` the
     generator's return value; errors become notifications. ``cancel()`` stops the
     worker at its next yield (the core generator then checkpoints / cleans up).
+    ``activity=False`` (open-ended jobs) or a software-rendered canvas: no napari
+    activity bar (``_activity``: its animation costs the job most of a core).
     """
 
     def __init__(self, func: Callable, *args: Any, description: str,
                  on_event: Callable | None = None, on_done: Callable | None = None,
-                 on_finished: Callable | None = None, **kwargs: Any) -> None:
+                 on_finished: Callable | None = None, activity: bool = True,
+                 **kwargs: Any) -> None:
         self._cancel_requested = False
         self.cancelled = False
         # our own "errored" handler replaces superqt's default re-raise
         self.worker = create_worker(self._drive, func, args, kwargs, _start_thread=False,
                                     _connect={"errored": self._errored})
-        self.pbar = napari_progress(total=0, desc=description)
+        self.pbar = activity_bar(description, enabled=activity)
         self._on_event = on_event
         self._on_done = on_done
         self._on_finished = on_finished
@@ -153,6 +163,7 @@ class Job:
         Closing raises GeneratorExit at the core generator's current ``yield``: its
         cleanup (the trainer's checkpoint-on-cancel) runs off the GUI thread.
         """
+        lower_thread_priority()  # the GUI thread first (_activity)
         gen = func(*args, **kwargs)
         while True:
             if self._cancel_requested:
@@ -207,23 +218,6 @@ class Job:
         self.pbar.close()
         if self._on_finished is not None:
             self._on_finished()
-
-
-_PROGRESS_UI_WARM = False
-
-
-def warm_progress_ui() -> None:
-    """Create and close one napari progress bar, once per process.
-
-    napari builds its activity-dock progress widgets on the first progress bar; done at
-    a job's start that costs ~125 ms of the GUI thread (later bars: ~15 ms). The
-    widgets call this when they are built instead.
-    """
-    global _PROGRESS_UI_WARM
-    if _PROGRESS_UI_WARM:
-        return
-    _PROGRESS_UI_WARM = True
-    napari_progress(total=0, desc="napari-seal ready").close()
 
 
 def status_label() -> QLabel:

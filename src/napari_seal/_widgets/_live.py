@@ -110,8 +110,10 @@ class LiveOverlayView(QObject):
             layers.move(layers.index(self.layer), 1)
         self._listeners = [on_update] if on_update is not None else []
         self._until = until_view_complete
+        # open-ended (it idles until the view moves): no activity bar, whose
+        # animation would cost the encoder most of a core (_activity)
         self.job = Job(self._run, make, description=f"{name}: computing the view",
-                       on_event=self._event, on_finished=on_finished)
+                       on_event=self._event, on_finished=on_finished, activity=False)
         # on deletion (viewer closed) this wrapper may be gone: stop via a closure
         self._stoppers: list[Any] = [self.job]
         stoppers = self._stoppers
