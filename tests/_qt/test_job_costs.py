@@ -172,6 +172,8 @@ def test_lower_thread_priority_never_lowers_and_can_be_off(monkeypatch):
         if platform.system() == "Linux":
             os.setpriority(os.PRIO_PROCESS, tid, 9)
         out["kept"] = _activity.lower_thread_priority()
+        monkeypatch.setenv("NAPARI_SEAL_JOB_NICE", "five")
+        out["typo"] = _activity.lower_thread_priority()
         monkeypatch.setenv("NAPARI_SEAL_JOB_NICE", "0")
         out["off"] = _activity.lower_thread_priority()
 
@@ -180,4 +182,5 @@ def test_lower_thread_priority_never_lowers_and_can_be_off(monkeypatch):
     t.join()
     if platform.system() == "Linux":
         assert out["kept"] == 9  # a nicer thread stays as nice
+        assert out["typo"] == 9  # a bad value: the default, never an error
     assert out["off"] is None
