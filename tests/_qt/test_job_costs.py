@@ -11,24 +11,14 @@ from __future__ import annotations
 import os
 import platform
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from napari.utils import progress
+from test_live_view import _until
 
 from napari_seal._widgets import _activity
 from napari_seal._widgets._common import Job
-
-
-def _until(pred, timeout_s=120.0):
-    from qtpy.QtWidgets import QApplication
-
-    end = time.monotonic() + timeout_s
-    while not pred():
-        assert time.monotonic() < end, "timed out"
-        QApplication.processEvents()
-        time.sleep(0.01)
 
 
 def _open_bars(desc: str) -> list:
