@@ -48,12 +48,12 @@ def ensure_slide(workdir: Path, copies: int) -> tuple[Path, float, tuple[int, in
         return path, mpp, (s.width_px, s.height_px)
     workdir.mkdir(parents=True, exist_ok=True)
     img = np.asarray(section.levels[0])
-    flips = [img, img[:, ::-1], img[::-1], img[::-1, ::-1]]
-    rows = [
-        [da.from_array(flips[(r % 2) * 2 + (c % 2)], chunks=(2048, 2048, 3))
-         for c in range(copies)]
-        for r in range(copies)
-    ]
+    # four dask arrays, each block of the mosaic one of them (dask copies a numpy
+    # array into its chunks: one from_array per block held copies x copies sections)
+    flips = [da.from_array(np.ascontiguousarray(f), chunks=(2048, 2048, 3))
+             for f in (img, img[:, ::-1], img[::-1], img[::-1, ::-1])]
+    rows = [[flips[(r % 2) * 2 + (c % 2)] for c in range(copies)]
+            for r in range(copies)]
     mosaic = da.block([[[b] for b in row] for row in rows])
     print(f"writing {path} ({mosaic.shape[1]} x {mosaic.shape[0]} px) ...", flush=True)
     t0 = time.perf_counter()
