@@ -187,3 +187,66 @@ def test_panel_steers_a_live_view_started_elsewhere(make_napari_viewer, qtbot, t
     _type(qtbot, panel.gene_edit, genes[1])
     _until(lambda: live.layer.name == genes[1], 10)
     assert panel.live is live and live.engine.tiles_computed == computed
+
+
+def test_model_prepared_while_typing_and_unreliable_tiles_hidden(
+    make_napari_viewer, qtbot, tiny_run
+):
+    """The panel loads the model and finds the tissue before a gene is typed (the
+    overlay starts from that), and its reliability row hides exactly the tiles whose
+    uncertainty is above the threshold, in the rendered canvas too."""
+    from napari_seal._widgets._explore import ExploreWidget
+    from napari_seal._widgets._reliability import UNCERTAINTY
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.open_sample("napari-seal", "her2st")
+    panel = ExploreWidget(viewer)
+    viewer.window.add_dock_widget(panel, name="Explore")
+    panel.offer_model(str(tiny_run))
+    _until(lambda: panel._prepared is not None and panel._prepared[0][1] == str(tiny_run)
+           and panel._prepared[1].done(), 120)
+    run, engine = panel._prepared[1].result()
+    assert panel.reliability.show_check.isEnabled()  # the run has a reference bank
+    gene = run.panel.genes[0]
+    _type(qtbot, panel.gene_edit, gene)
+    assert panel._prepared is None  # taken by the overlay
+    live = panel.live
+    _until(lambda: live.last is not None and live.last.view_complete
+           or live.job.error is not None, 120)
+    assert live.job.error is None and live.engine is engine  # the prepared one
+    _wait_idle(live)
+    last = live.last
+    assert last.uncertainty is not None and live.hidden == 0
+    painted = np.isfinite(last.image)
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        QApplication.processEvents()
+    before = np.asarray(viewer.screenshot(canvas_only=True, flash=False))
+
+    thr = float(np.nanpercentile(last.uncertainty[painted], 60))
+    panel.reliability.max_spin.setValue(thr)
+    thr = panel.reliability.max_spin.value()  # rounded to 2 decimals
+    panel.reliability.hide_check.setChecked(True)  # repainted at once, GUI thread
+    above = painted & (live.last.uncertainty > thr)
+    shown = np.asarray(live.layer.data)
+    assert live.hidden == int(above.sum()) > 0
+    assert np.isnan(shown[above]).all()
+    np.testing.assert_array_equal(shown[painted & ~above], last.image[painted & ~above])
+    assert f"{live.hidden} unreliable hidden" in panel.status.text()
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        QApplication.processEvents()
+    after = np.asarray(viewer.screenshot(canvas_only=True, flash=False))
+    changed = (_tissue_change(before, after) > 30).mean()
+    assert changed > 0.005, changed  # the hidden tiles show the bare slide now
+    _save(viewer, "widget_explore_reliability.png")
+
+    panel.reliability.show_check.setChecked(True)
+    assert UNCERTAINTY in viewer.layers
+    np.testing.assert_array_equal(np.asarray(viewer.layers[UNCERTAINTY].data),
+                                  live.last.uncertainty)
+    panel.reliability.hide_check.setChecked(False)
+    panel.reliability.show_check.setChecked(False)
+    assert UNCERTAINTY not in viewer.layers and live.hidden == 0
+    np.testing.assert_array_equal(np.asarray(live.layer.data), live.last.image)

@@ -6,17 +6,14 @@ writing through into the workspace store that ``embed``/``predict``/``query`` re
 another gene repaints from what is computed. Shares its values via ``ExploreState``.
 """
 
-import os
 from pathlib import Path
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QCompleter,
-    QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -24,10 +21,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_seal._widgets._choosers import ModelChoice, WorkspaceRow
 from napari_seal._widgets._common import Job, notify_error, source_layers
 from napari_seal._widgets._live import LiveOverlayView
+from napari_seal._widgets._reliability import UNCERTAINTY, ReliabilityControls
 from napari_seal._widgets._state import observe_state, publish
-from napari_seal._widgets.view_jobs import iter_compare_at_spots, live_maker
+from napari_seal._widgets.view_jobs import (
+    iter_compare_at_spots,
+    live_maker,
+    prepare_live,
+    start_early,
+)
 from napari_seal.errors import BadInputError, SealError
 from napari_seal.models.shipped import model_summary
 from napari_seal.predict.heads import head_from_run_dir, match_gene
@@ -35,7 +39,6 @@ from napari_seal.predict.heads import head_from_run_dir, match_gene
 #: what is painted: None = predicted expression, else the gene-query route's score
 PAINTS = {"predicted expression": None, "query score (omics)": "omics",
           "query score (decoder)": "decoder"}
-CHOOSE = "__choose__"
 
 
 class ExploreWidget(QWidget):
@@ -51,87 +54,57 @@ class ExploreWidget(QWidget):
         self.live = self.head = self._live_key = None
         self.slide_label = QLabel()
         self.slide_label.setWordWrap(True)
-        self.model_combo = QComboBox()
-        self.model_info = QLabel()
-        self.model_info.setWordWrap(True)
+        self.models = ModelChoice()
+        self.model_combo, self.model_info = self.models.combo, self.models.info
+        self._prepared = None  # (source, model) and the future of prepare_live
         self.gene_edit = QLineEdit()
         self.gene_edit.setPlaceholderText("type a gene, e.g. ERBB2, and press Enter")
         self.paint_combo = QComboBox()
         self.paint_combo.addItems(list(PAINTS))
         self.cmap_combo = QComboBox()
         self.cmap_combo.addItems(["magma", "viridis", "inferno", "turbo", "plasma"])
-        self.workspace_label = QLabel()
-        self.workspace_label.setWordWrap(True)
-        self.workspace_button = QPushButton("Change...")
+        self.workspace = WorkspaceRow()
         self.compare_check = QCheckBox("measured vs predicted at spots")
         self.compare_check.setChecked(True)
+        self.reliability = ReliabilityControls()
         self.compare = self._compare_job = self._compared = None  # the last comparison
         self.show_button = QPushButton("Show")
         self.status, self.compare_label = QLabel(""), QLabel("")
         self.status.setWordWrap(True)
-        ws = QHBoxLayout()
-        ws.addWidget(self.workspace_label, 1)
-        ws.addWidget(self.workspace_button)
         form = QFormLayout()
-        for label, field in (("Slide", self.slide_label), ("Model", self.model_combo),
-                             ("", self.model_info), ("Gene", self.gene_edit),
+        for label, field in (("Slide", self.slide_label), ("Model", self.models),
+                             ("Gene", self.gene_edit),
                              ("Paint", self.paint_combo), ("Colormap", self.cmap_combo),
-                             ("Workspace", ws), ("", self.compare_check)):
+                             ("Workspace", self.workspace), ("", self.compare_check),
+                             ("Reliability", self.reliability)):
             form.addRow(label, field)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         for widget in (self.show_button, self.status, self.compare_label):
             layout.addWidget(widget)
         layout.addStretch(1)
-        self._fill_models()
-        self._show_workspace()
+        self.status.setText(self.models.problem)
+        publish(self.viewer, workspace=self.workspace.refresh())
         self._follow_slide()
         self.viewer.layers.events.inserted.connect(self._follow_slide)
         self.viewer.layers.events.removed.connect(self._follow_slide)
-        self.model_combo.currentIndexChanged.connect(self._on_model)
+        self.models.chosen.connect(self._on_model)
         self.gene_edit.returnPressed.connect(self.show_gene)
         self.show_button.clicked.connect(self.show_gene)
         self.cmap_combo.currentTextChanged.connect(self._on_colormap)
-        self.workspace_button.clicked.connect(self._choose_workspace)
+        self.workspace.changed.connect(self._on_workspace)
+        self.reliability.changed.connect(self._on_reliability)
         observe_state(self, self.viewer, {"model": self.offer_model})
-        self._on_model()
-
-    def _fill_models(self) -> None:
-        from napari_seal.errors import ShippedModelError
-
-        try:
-            from napari_seal.models.shipped import SHIPPED_MODEL, shipped_run_path
-
-            self.model_combo.addItem(f"shipped: {SHIPPED_MODEL}", str(shipped_run_path()))
-        except ShippedModelError as err:
-            self.status.setText(f"No shipped model ({err}); choose a SEAL run folder.")
-        self.model_combo.addItem("Choose a SEAL run folder...", CHOOSE)
+        self.models.emit_current()
 
     def offer_model(self, run_dir) -> None:
         """Use the SEAL run ``run_dir`` (e.g. the Fine-tune dock's finished run)."""
-        run_dir = str(run_dir)
-        idx = self.model_combo.findData(run_dir)
-        if idx < 0:
-            self.model_combo.insertItem(self.model_combo.count() - 1,
-                                        f"run: {Path(run_dir).name}", run_dir)
-            idx = self.model_combo.findData(run_dir)
-        self.model_combo.setCurrentIndex(idx)
+        self.models.offer(run_dir)
 
     def model_path(self) -> str | None:
-        data = self.model_combo.currentData()
-        return None if data in (None, CHOOSE) else str(data)
+        return self.models.path()
 
-    def _on_model(self, *_args) -> None:
-        if self.model_combo.currentData() == CHOOSE:
-            folder = QFileDialog.getExistingDirectory(self, "A SEAL run folder")
-            if folder:
-                self.offer_model(folder)
-            else:
-                self.model_combo.setCurrentIndex(0)
-            return
-        path = self.model_path()
-        if path is None:
-            return
+    def _on_model(self, path: str) -> None:
         head = head_from_run_dir(Path(path))  # numpy only: a few ms
         if head is None:
             notify_error(BadInputError(f"{path} is not a finished SEAL run (no DONE, "
@@ -142,7 +115,11 @@ class ExploreWidget(QWidget):
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.gene_edit.setCompleter(completer)
         self.model_info.setText(model_summary(path, len(head.genes)))
+        from napari_seal.training.reference_bank import BANK
+
+        self.reliability.set_available((Path(path) / BANK).is_file())
         publish(self.viewer, model=path)
+        QTimer.singleShot(0, self._prepare)
 
     def slide(self) -> tuple[str | None, str | None]:
         """``(source path, layer name)`` of the slide shown (the top-most one)."""
@@ -154,19 +131,25 @@ class ExploreWidget(QWidget):
         self.slide_label.setText(name or "none: File > Open Sample > napari-seal, or "
                                  "File > Open a slide or sample folder")
         publish(self.viewer, slide=source, slide_name=name)
+        QTimer.singleShot(0, self._prepare)
 
-    def _show_workspace(self) -> None:
-        from napari_seal.io.workspace import workspace_root
+    def _prepare(self) -> None:
+        """Load the model and find the tissue of the slide shown while the user types
+        the gene (~1.4 s here): the first overlay starts from it (not with a view)."""
+        key = (self.slide()[0], self.model_path())
+        if (None in key or self.live is not None or self.viewer.window is None
+                or (self._prepared is not None and self._prepared[0] == key)):
+            return
+        self._prepared = (key, start_early(prepare_live, *key))
 
-        root = workspace_root()
-        self.workspace_label.setText(str(root))
-        publish(self.viewer, workspace=str(root))
+    def _on_workspace(self, root: str) -> None:
+        self._prepared = None  # its store would be in the old workspace
+        publish(self.viewer, workspace=root)
 
-    def _choose_workspace(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Workspace folder")
-        if folder:
-            os.environ["NAPARI_SEAL_CACHE"] = str(Path(folder).resolve())
-            self._show_workspace()
+    def _on_reliability(self) -> None:
+        if self.live is not None:
+            self.live.set_reliability(self.reliability.max_uncertainty,
+                                      show=self.reliability.show)
 
     def _on_colormap(self, name: str) -> None:
         if self.live is not None and self.live.layer in self.viewer.layers:
@@ -200,13 +183,17 @@ class ExploreWidget(QWidget):
     def _start(self, source, gene, route, name, key) -> None:
         if self.live is not None:
             self.live.cancel()
-            if self.live.layer in self.viewer.layers:
-                self.viewer.layers.remove(self.live.layer)
-        make = live_maker(source, self.model_path(), gene, route)
+            for layer in (self.live.layer, UNCERTAINTY):
+                if layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
+        pre, self._prepared = self._prepared, None  # one overlay may take it
+        make = live_maker(source, self.model_path(), gene, route,
+                          prepared=pre[1] if pre and pre[0] == key[:2] else None)
         self._live_key = key
         self.live = LiveOverlayView(self.viewer, make, name=name,
                                     colormap=self.cmap_combo.currentText(),
                                     on_update=self._on_update)
+        self._on_reliability()
         self.live.start()
         self.status.setText(f"{name}: loading the model and the tissue mask")
 
@@ -221,13 +208,15 @@ class ExploreWidget(QWidget):
         source, _ = self.slide()
         self.live, self._live_key = live, (source, self.model_path(), route)
         live.add_update_listener(self._on_update, owner=self)
+        self._on_reliability()
 
     def _on_update(self, update) -> None:
         state = "complete" if update.view_complete else (
             "preview" if update.preview else "computing")
         self.status.setText(f"{self.live.name}: {update.view_done}/{update.view_total} "
                             f"tiles in view ({state}); {update.tiles_computed} computed "
-                            "by the encoder this time")
+                            "by the encoder this time" + (f"; {self.live.hidden} unreliable "
+                                                          "hidden" if self.live.hidden else ""))
         if self.live.engine is None:
             return
         store = str(self.live.engine.store_path)

@@ -5,9 +5,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QCompleter,
-    QDoubleSpinBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -17,12 +15,16 @@ from qtpy.QtWidgets import (
 
 from napari_seal._widgets import _tooltips as tips
 from napari_seal._widgets._common import Job, add_or_update_layer, notify_error, path_field
+from napari_seal._widgets._reliability import (
+    UNCERTAINTY,
+    ReliabilityControls,
+    paint_uncertainty,
+)
 from napari_seal._widgets._state import observe_state
 from napari_seal.errors import SealError
-from napari_seal.predict.reliability import DEFAULT_MAX_UNCERTAINTY
 
 OVERLAY = "predicted expression"
-UNCERTAINTY = "prediction uncertainty"
+__all__ = ["OVERLAY", "UNCERTAINTY", "ExpressionWidget"]
 
 
 class ExpressionWidget(QWidget):
@@ -54,15 +56,10 @@ class ExpressionWidget(QWidget):
         self.reference = None
         self._shown = None  # (gene, raw image, uncertainty image or None)
         self._geometry = None  # (scale, translate) of the shown overlay
-        self.uncertainty_check = QCheckBox("show uncertainty")
-        self.uncertainty_check.setToolTip(tips.EXPR_UNCERTAINTY)
-        self.hide_check = QCheckBox("hide where uncertainty >")
-        self.hide_check.setToolTip(tips.EXPR_HIDE)
-        self.max_unc_spin = QDoubleSpinBox()
-        self.max_unc_spin.setRange(0.1, 5.0)
-        self.max_unc_spin.setSingleStep(0.1)
-        self.max_unc_spin.setValue(DEFAULT_MAX_UNCERTAINTY)
-        self.max_unc_spin.setSuffix(" SD")
+        self.reliability = ReliabilityControls()
+        self.uncertainty_check = self.reliability.show_check
+        self.hide_check = self.reliability.hide_check
+        self.max_unc_spin = self.reliability.max_spin
         self.show_button = QPushButton("Show")
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -75,11 +72,7 @@ class ExpressionWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.compare_check)
-        layout.addWidget(self.uncertainty_check)
-        hide_row = QHBoxLayout()
-        hide_row.addWidget(self.hide_check)
-        hide_row.addWidget(self.max_unc_spin)
-        layout.addLayout(hide_row)
+        layout.addWidget(self.reliability)
         layout.addWidget(self.show_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -89,9 +82,7 @@ class ExpressionWidget(QWidget):
         self.show_button.clicked.connect(self._on_show)
         self.gene_edit.returnPressed.connect(self._on_show)
         self.cmap_combo.currentTextChanged.connect(self._on_colormap)
-        self.uncertainty_check.toggled.connect(self._repaint)
-        self.hide_check.toggled.connect(self._repaint)
-        self.max_unc_spin.valueChanged.connect(self._repaint)
+        self.reliability.changed.connect(self._repaint)
 
     def offer_run(self, run_dir) -> None:
         """Use a SEAL run (the shared state's ``model``: e.g. a finished fine-tune)."""
@@ -144,8 +135,7 @@ class ExpressionWidget(QWidget):
         self.store, self.head = out["store"], out["head"]
         self.reference = out["reference"]
         has_map = self.reference is not None
-        for w in (self.uncertainty_check, self.hide_check, self.max_unc_spin):
-            w.setEnabled(has_map)
+        self.reliability.set_available(has_map)
         self.status.setText(f"{len(self.head.genes)} genes; {self.store.n_tiles} tiles"
                             + ("" if has_map else "; no reliability map (no reference bank)"))
         if "gene" not in out:
@@ -183,16 +173,9 @@ class ExpressionWidget(QWidget):
             "scale": scale, "translate": translate, "opacity": 0.7,
             "blending": "translucent", "metadata": {"napari_seal": meta},
         }, "image")
-        if unc is not None and self.uncertainty_check.isChecked():
-            add_or_update_layer(self.viewer, unc, {
-                "name": UNCERTAINTY, "colormap": "gray", "scale": scale,
-                "translate": translate, "opacity": 0.8, "blending": "translucent",
-                "contrast_limits": (0.0, max(2.0 * self.max_unc_spin.value(), 1e-3)),
-                "metadata": {"napari_seal": {"kind": "uncertainty", "gene": gene,
-                                             "units": "SD of neighbours' z"}},
-            }, "image")
-        elif UNCERTAINTY in self.viewer.layers:
-            self.viewer.layers.remove(UNCERTAINTY)
+        paint_uncertainty(self.viewer, unc if self.reliability.show else None,
+                          scale=scale, translate=translate, gene=gene,
+                          max_sd=self.max_unc_spin.value())
         if hidden:
             self.status.setText(f"{gene}: {hidden} unreliable tiles hidden "
                                 f"(uncertainty > {self.max_unc_spin.value():.1f} SD)")

@@ -18,7 +18,9 @@ from typing import Any
 from qtpy.QtCore import QObject, QTimer
 
 from napari_seal._widgets._common import Job
+from napari_seal._widgets._reliability import paint_uncertainty
 from napari_seal._widgets._stall import StallProbe
+from napari_seal.predict.reliability import DEFAULT_MAX_UNCERTAINTY
 
 __all__ = ["LiveOverlayView", "StallProbe", "camera_of", "camera_rect_um", "unproxied"]
 
@@ -93,6 +95,10 @@ class LiveOverlayView(QObject):
         self.last: Any = None
         self.n_updates = 0
         self.paint_ms = 0.0  # the slowest repaint on the GUI thread
+        # the reliability map (set_reliability): hide above, shown as a layer
+        self.max_uncertainty: float | None = None
+        self.show_uncertainty = False
+        self.hidden = 0  # tiles hidden as unreliable in the last repaint
         self._pending: Any = None
         self._last_paint = 0.0
         self._timer = QTimer(self)
@@ -157,7 +163,12 @@ class LiveOverlayView(QObject):
         self._timer.stop()
         t = time.perf_counter()
         self.last = event
-        self.layer.data = event.image
+        self.layer.data, self.hidden = event.shown(self.max_uncertainty)
+        unc = event.uncertainty if self.show_uncertainty else None
+        paint_uncertainty(self.viewer, unc,
+                          scale=self.layer.scale, translate=self.layer.translate,
+                          gene=self.overlay.reliability_gene or "", max_sd=(
+                              self.max_uncertainty or DEFAULT_MAX_UNCERTAINTY))
         if tuple(self.layer.contrast_limits) != tuple(event.contrast_limits):
             self.layer.contrast_limits = event.contrast_limits
         name = self.name + (" (preview)" if event.preview else "")
@@ -203,6 +214,15 @@ class LiveOverlayView(QObject):
         self.name = name or gene
         self.layer.metadata = {"napari_seal": {**self.layer.metadata.get("napari_seal", {}),
                                                "gene": gene}}
+
+    def set_reliability(self, max_uncertainty: float | None, *, show: bool) -> None:
+        """Hide the tiles whose uncertainty is above ``max_uncertainty`` (None: hide
+        none) and show the map as its own layer or not; repainted at once, on this
+        thread, from the last update (no worker round trip)."""
+        self.max_uncertainty, self.show_uncertainty = max_uncertainty, bool(show)
+        if self.last is not None and self._pending is None:
+            self._pending = self.last
+            self._paint_pending()
 
     @property
     def running(self) -> bool:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from napari_seal._widgets.view_jobs import start_early
+
 __all__ = ["run_view"]
 
 
@@ -38,26 +40,6 @@ def _set_camera(viewer: Any, slide: Any, center_um: tuple[float, float] | None,
     fov = float(fov_um) if fov_um else max(w_um, h_um * w / max(h, 1))
     camera_of(viewer).center = (cy, cx)
     camera_of(viewer).zoom = w / fov
-
-
-def _start_early(make: Callable[[], Any], times: dict[str, float]) -> Any:
-    """Run ``make`` in a thread of its own now; its future (``result()`` waits).
-
-    ``times`` receives its ``start`` and ``end`` (``perf_counter``).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    def timed() -> Any:
-        times["start"] = time.perf_counter()
-        try:
-            return make()
-        finally:
-            times["end"] = time.perf_counter()
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-seal-prepare")
-    future = pool.submit(timed)
-    pool.shutdown(wait=False)
-    return future
 
 
 def run_view(
@@ -121,7 +103,7 @@ def run_view(
 
     t_start = time.perf_counter()
     prepared: dict[str, float] = {}
-    early = _start_early(make, prepared) if make is not None else None
+    early = start_early(make, times=prepared) if make is not None else None
     viewer = napari.Viewer(title="napari-seal view", show=True)
     slide = _add_layers(viewer, obj)
     live = None

@@ -5,7 +5,10 @@
 :class:`~napari_seal.embedding.on_demand.TilesReady` batch into it: exact tiles as
 their pixel, preview samples as their ``k x k`` block (until the exact tiles
 replace them). The head's hidden layer of every painted tile is kept, so switching
-genes repaints without reading the store. :func:`iter_live_overlay` runs an
+genes repaints without reading the store. With a run that has a reference bank, each
+tile's nearest bank spots are kept too and the reliability map of the painted gene
+(:mod:`napari_seal.predict.reliability`) is painted beside it, so the viewer can show it
+and hide the unreliable tiles. :func:`iter_live_overlay` runs an
 :class:`~napari_seal.embedding.on_demand.OnDemandEmbedder` and paints in the same
 (worker) thread, yielding :class:`OverlayUpdate` snapshots for a viewer.
 """
@@ -27,6 +30,8 @@ class OverlayUpdate:
     """A snapshot of the overlay for the viewer (made in the worker thread).
 
     ``covered``: every visible tile shows a value (exact or its preview block).
+    ``uncertainty``: the reliability map on the same grid (NaN where unknown), or None
+    without a reference bank (or for a gene outside the run's panel).
     """
 
     image: np.ndarray
@@ -39,6 +44,18 @@ class OverlayUpdate:
     stage: str = "view"
     unit: str = "tiles"
     message: str = ""
+    uncertainty: np.ndarray | None = None
+
+    def shown(self, max_uncertainty: float | None) -> tuple[np.ndarray, int]:
+        """``(image, n_hidden)``: the image with the tiles whose uncertainty is above
+        ``max_uncertainty`` blanked (None, or no map: the image itself)."""
+        if max_uncertainty is None or self.uncertainty is None:
+            return self.image, 0
+        mask = self.uncertainty > float(max_uncertainty)  # NaN: not hidden
+        hidden = int(np.count_nonzero(mask & np.isfinite(self.image)))
+        if not hidden:
+            return self.image, 0
+        return np.where(mask, np.float32(np.nan), self.image), hidden
 
     @property
     def done(self) -> int:
@@ -67,17 +84,41 @@ class LiveOverlay:
         An :class:`~napari_seal.predict.heads.ExpressionHead`.
     gene
         The gene to paint.
+    reference
+        A run with a reference bank (a loaded :class:`~napari_seal.training.runs.
+        SealRun` or :class:`~napari_seal.predict.reliability.ReferenceModel`): paint the
+        reliability map too. None, or a run without a bank: no map.
+    reliability_gene
+        The panel gene whose reliability is mapped when ``gene`` is not a panel gene
+        (a gene-query score head's label); default: ``gene``.
     """
 
-    def __init__(self, grid: Any, head: Any, gene: str) -> None:
+    def __init__(
+        self,
+        grid: Any,
+        head: Any,
+        gene: str,
+        *,
+        reference: Any = None,
+        reliability_gene: str | None = None,
+    ) -> None:
+        from napari_seal.training.reference_bank import has_bank
+
         self.grid = grid
         self.head = head
+        self.reference = (reference if reference is not None and has_bank(reference)
+                          else None)
+        self._reliability_gene = reliability_gene
         self.shape = (int(grid.n_rows), int(grid.n_cols))
         rc = grid.rows_cols()
         self.rows, self.cols = rc[:, 0], rc[:, 1]
         n = len(grid.tile_ids)
         self.exact = np.zeros(n, dtype=bool)
         self.image = np.full(self.shape, np.nan, dtype=np.float32)
+        #: the reliability map of the painted gene (NaN: unknown or no map)
+        self.uncertainty = np.full(self.shape, np.nan, dtype=np.float32)
+        self._nbr_index: np.ndarray | None = None  # (n, k) bank rows of known tiles
+        self._nbr_sim: np.ndarray | None = None
         self._tissue = np.zeros(self.shape, dtype=bool)
         self._tissue[self.rows, self.cols] = True
         self._exact_img = np.zeros(self.shape, dtype=bool)
@@ -100,15 +141,26 @@ class LiveOverlay:
     def set_gene(self, gene: str) -> None:
         """Paint ``gene`` (unknown genes raise the head's ``GeneQueryError``)."""
         self._gene_index = self.head.index([gene])
+        if self._hidden is not None and self.gene != self.head.genes[self._gene_index[0]]:
+            self._reliability_gene = None  # a switch: the map follows the painted gene
         self.gene = self.head.genes[self._gene_index[0]]
         self.image[:] = np.nan
+        self.uncertainty[:] = np.nan
         self._exact_img[:] = False
         if self._hidden is None:
             return
         for index, k in self._previews:
-            self._paint(index, self._values(self._hidden[index]), k)
+            self._paint(index, k)
         done = np.flatnonzero(self.exact)
-        self._paint(done, self._values(self._hidden[done]), np.ones(done.size, int))
+        self._paint(done, np.ones(done.size, int))
+
+    @property
+    def reliability_gene(self) -> str | None:
+        """The panel gene the reliability map is of (None: no map)."""
+        if self.reference is None:
+            return None
+        gene = self._reliability_gene or self.gene
+        return gene if gene in self.reference.panel.genes else None
 
     def request_gene(self, gene: str) -> None:
         """Ask the thread that paints (the one calling :meth:`update`) to switch to
@@ -130,22 +182,42 @@ class LiveOverlay:
     def _values(self, hidden: np.ndarray) -> np.ndarray:
         return np.asarray(self.head.output(hidden, self._gene_index)[:, 0], np.float32)
 
-    def _paint(
-        self, index: np.ndarray, values: np.ndarray, block_k: np.ndarray
-    ) -> None:
+    def _uncertainty(self, index: np.ndarray) -> np.ndarray | None:
+        """The reliability map's value of the tiles ``index`` (known tiles only)."""
+        gene = self.reliability_gene
+        if gene is None or self._nbr_index is None:
+            return None
+        from napari_seal.predict.reliability import (
+            DEFAULT_METHOD,
+            Neighbours,
+            uncertainty,
+        )
+
+        nbrs = Neighbours(self._nbr_index[index], self._nbr_sim[index],
+                          np.ones(len(index), dtype=bool))
+        return uncertainty(self.reference, nbrs, gene, method=DEFAULT_METHOD)
+
+    def _paint(self, index: np.ndarray, block_k: np.ndarray) -> None:
+        """Paint the known tiles ``index`` (``block_k`` > 1: with preview blocks)."""
         rows, cols = self.rows[index], self.cols[index]
+        layers = [(self.image, self._values(self._hidden[index]))]
+        unc = self._uncertainty(index)
+        if unc is not None:
+            layers.append((self.uncertainty, unc))
         exact = block_k <= 1
-        self.image[rows[exact], cols[exact]] = values[exact]
+        for img, v in layers:
+            img[rows[exact], cols[exact]] = v[exact]
         self._exact_img[rows[exact], cols[exact]] = True
-        for r, c, v, k in zip(
-            rows[~exact], cols[~exact], values[~exact], block_k[~exact], strict=True
-        ):
-            r0, c0 = (r // k) * k, (c // k) * k
+        for j in np.flatnonzero(~exact):
+            k = int(block_k[j])
+            r0, c0 = (rows[j] // k) * k, (cols[j] // k) * k
             sl = (slice(r0, r0 + k), slice(c0, c0 + k))
             fill = self._tissue[sl] & ~self._exact_img[sl]
-            self.image[sl][fill] = v
+            for img, v in layers:
+                img[sl][fill] = v[j]
         # a preview sample is itself an exact tile
-        self.image[rows[~exact], cols[~exact]] = values[~exact]
+        for img, v in layers:
+            img[rows[~exact], cols[~exact]] = v[~exact]
         self._exact_img[rows[~exact], cols[~exact]] = True
 
     def update(self, event: Any) -> None:
@@ -158,10 +230,19 @@ class LiveOverlay:
         if self._hidden is None:
             self._hidden = np.zeros((len(self.exact), hidden.shape[1]), np.float32)
         self._hidden[index] = hidden
+        if self.reference is not None:
+            from napari_seal.predict.reliability import neighbours
+
+            nbrs = neighbours(self.reference, emb)
+            if self._nbr_index is None:
+                shape = (len(self.exact), nbrs.index.shape[1])
+                self._nbr_index = np.zeros(shape, np.int32)
+                self._nbr_sim = np.zeros(shape, np.float32)
+            self._nbr_index[index], self._nbr_sim[index] = nbrs.index, nbrs.similarity
         ks = np.asarray(event.block_k, dtype=np.int64)
         if (ks > 1).any():
             self._previews.append((index[ks > 1], ks[ks > 1]))
-        self._paint(index, self._values(hidden), ks)
+        self._paint(index, ks)
         self.exact[index] = True  # a preview sample is itself an exact tile
 
     def preview_in(self, index: np.ndarray) -> bool:
@@ -223,6 +304,8 @@ def iter_live_overlay(
                             else engine.tiles_computed),
             covered=overlay.covers(visible),
             message=event.message if event is not None else f"showing {overlay.gene}",
+            uncertainty=(overlay.uncertainty.copy()
+                         if overlay.reliability_gene is not None else None),
         )
 
     try:
