@@ -81,7 +81,7 @@ METHODS = (
     "depth",
 )
 #: saved fold results of another version are recomputed
-FOLD_VERSION = 3
+FOLD_VERSION = 4
 RECALL_METHODS = ("omics", "decoder", "frozen ridge", "seal ridge")
 #: where the issue-3 benchmark leaves its imported sections and runs (under /tmp)
 SAMPLE_GLOBS = ("napari-seal-bench*/samples/{sec}/st", "*/bench/samples/{sec}/st")
@@ -140,11 +140,15 @@ def _run_training_names(run_dir: Path) -> set[str]:
     return out
 
 
-def find_run(held: str, names: dict[str, str], workdir: Path) -> Path | None:
-    """A finished SEAL run (not a shuffled control) trained on the other sections."""
+def find_run(
+    held: str, names: dict[str, str], workdir: Path, *, own_only: bool = False
+) -> Path | None:
+    """A finished SEAL run (not a shuffled control) trained on the other sections
+    (``own_only``: only among ``workdir``'s runs, as for a recipe of ``--set``)."""
     want = {names[s] for s in names if s != held}
     own = sorted((workdir / "runs").glob("*/DONE"))
     others = sorted(p for g in RUN_GLOBS for p in Path("/tmp").glob(g))
+    others = [] if own_only else others
     for done in [*own, *others]:
         run = Path(done).parent
         if not (run / "config.json").is_file():
@@ -162,11 +166,15 @@ def find_run(held: str, names: dict[str, str], workdir: Path) -> Path | None:
     return None
 
 
-def train_fold(samples, out: Path, *, max_steps: int | None) -> Path:
+def train_fold(
+    samples, out: Path, *, max_steps: int | None, overrides: dict | None = None
+) -> Path:
     from napari_seal.training.config import config_from_preset, preset_for_device
     from napari_seal.training.trainer import train
 
-    cfg = config_from_preset(preset_for_device("cpu"), max_steps=max_steps)
+    cfg = config_from_preset(
+        preset_for_device("cpu"), max_steps=max_steps, **(overrides or {})
+    )
     resume = (out / "config.json").is_file()
     t0 = time.perf_counter()
     train(samples, out=out, config=cfg, resume=resume)
@@ -249,7 +257,7 @@ def run_fold(held: str, samples: dict, run_dir: Path, workdir: Path) -> dict:
         from napari_seal.predict.reliability import neighbours
         from napari_seal.training.reference_bank import bank_zscores
 
-        nb = neighbours(run, sz[held])
+        nb = neighbours(run, sz[held], k=16)  # the route measured since issue 15
         return bank_zscores(run)[nb.index].mean(axis=1), genes
 
     base = {"frozen ridge": (frozen_pred, genes), "seal ridge": (seal_pred, genes)}
@@ -386,8 +394,23 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="cap training steps (smoke runs only)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train with this setting overriding the cpu preset (VALUE as JSON; a "
+        "recipe search: use a --workdir of its own, only its runs are used)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -399,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     names = {s: samples[s].name for s in samples}
     folds = []
     for held in args.sections:
-        run_dir = find_run(held, names, args.workdir)
+        run_dir = find_run(held, names, args.workdir, own_only=bool(overrides))
         if run_dir is None:
             if not args.train:
                 log.warning(
@@ -410,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                 [samples[s] for s in samples if s != held],
                 args.workdir / "runs" / f"{held}-seal",
                 max_steps=args.max_steps,
+                overrides=overrides,
             )
         log.warning("fold %s: run %s", held, run_dir)
         saved = args.workdir / f"fold-{held}.json"
@@ -429,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "protocol": "her2st leave-one-section-out, spot-centred patches",
         "label": "top quartile of log1p CP10k (strictly above the 75th pct)",
+        "overrides": overrides,
         "summary": summary,
         "folds": folds,
     }

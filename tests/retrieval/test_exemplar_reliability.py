@@ -10,6 +10,7 @@ import pytest
 
 from napari_seal.errors import CheckpointError, GeneQueryError
 from napari_seal.evaluate.retrieval_metrics import auroc
+from napari_seal.predict.reliability import K_NEIGHBOURS
 from napari_seal.retrieval.gene_signatures import GeneQuery
 
 
@@ -267,7 +268,7 @@ def test_query_result_carries_its_reliability_map(tmp_path, run, tiny_run, tiny_
     np.testing.assert_allclose(res.uncertainty, want, rtol=1e-5, atol=1e-6)
     back = read_scores(tmp_path / "q.zarr")
     np.testing.assert_array_equal(back.uncertainty, res.uncertainty)
-    assert back.info["uncertainty"]["k_neighbours"] == 16
+    assert back.info["uncertainty"]["k_neighbours"] == K_NEIGHBOURS == 64
     # the viewer gets it as a hidden image layer on the score map's grid
     from napari_seal.layers import query_layers
 

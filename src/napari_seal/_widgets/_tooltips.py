@@ -23,7 +23,7 @@ QUERY_ROUTE = (
 FT_PRESET = "cpu: a few minutes on ~1k spots; paper/24GB/80GB: GPU presets (SEAL settings)."
 FT_RESUME = "Continue the run in the output folder from its last checkpoint."
 EXPR_UNCERTAINTY = (
-    "Reliability map: the spread (SD, in training z-scores) of the gene among the 16 "
+    "Reliability map: the spread (SD, in training z-scores) of the gene among the 64 "
     "training spots nearest each tile in SEAL's shared space. Bright = the look-alikes "
     "disagree: trust the prediction less there. Needs a run with a reference bank."
 )

@@ -57,8 +57,8 @@ METHODS = ("spread", "disagreement", "expected-error", "novelty")
 #: methods that need the prediction (``predicted_z``)
 NEEDS_PREDICTION = ("disagreement", "expected-error")
 DEFAULT_METHOD = "spread"
-#: neighbours per tile
-K_NEIGHBOURS = 16
+#: neighbours per tile (64: above 16 in every her2st fold, docs/queries.md)
+K_NEIGHBOURS = 64
 #: "hide where unreliable" hides tiles above this uncertainty (z units)
 DEFAULT_MAX_UNCERTAINTY = 1.0
 

@@ -1,0 +1,159 @@
+"""More reliability estimates on the LOSO folds (issue 15): neighbour counts, weighting,
+learned error models, and the ceiling of the label.
+
+For every held-out section whose SEAL run ``bench_gene_query_her2st.py`` left in
+``--workdir``, the AUROC (per gene, averaged over the held-out section's 50 most
+variable panel genes plus markers) for "the decoder's error at the spot is above the
+gene's median" (the protocol of ``napari_seal.evaluate.reliability_metrics``) of:
+
+- spread / expected error over k = 32..256 omics neighbours (the reliability map's
+  neighbours), and with softmax similarity weights (temperature 0.01-0.1);
+- expected error over neighbours among the training spots' *image* embeddings;
+- learned error models fitted on the training sections only: a ridge from the image
+  embedding to each training spot's cross-validated ``|residual|`` (a ridge predictor
+  fitted leaving that spot's training section out), the neighbours' mean
+  cross-validated ``|residual|``, and a ridge from the embedding to ``|measured z|``;
+- the prediction alone (mean ``|bank z - prediction|`` over every bank spot),
+  ``|predicted z|``, and the label's ceiling: ``|measured z|`` of the held-out spot
+  itself (not an estimate: it needs the answer).
+
+docs/queries.md quotes its output. Not part of the test suite; ~1 min per fold.
+
+Usage::
+
+    python benchmarks/explore_reliability_cv.py --workdir /tmp/napari-seal-genequery
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_gene_query_her2st as b  # noqa: E402
+
+
+def ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float):
+    """Ridge on standardised ``x`` (dual form: n << D); returns ``predict(z)``."""
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    xs = (x - mu) / sd
+    ym = y.mean(0)
+    a = np.linalg.solve(xs @ xs.T + alpha * np.eye(len(xs)), y - ym)
+    w = xs.T @ a
+    return lambda z: ((z - mu) / sd) @ w + ym
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/napari-seal-genequery"))
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
+    from napari_seal.evaluate.retrieval_metrics import (
+        MARKERS,
+        auroc,
+        measured_log1p_cp10k,
+        variable_genes,
+    )
+    from napari_seal.io.hest import load_sample
+    from napari_seal.predict.expression import expression_head
+    from napari_seal.predict.reliability import neighbours
+    from napari_seal.training.reference_bank import bank_zscores
+    from napari_seal.training.runs import load_run
+
+    wd = args.workdir
+    samples = {s: load_sample(d) for s, d in b.section_dirs(wd, b.SECTIONS).items()}
+    names = {s: samples[s].name for s in samples}
+    res = {}
+    for held in b.SECTIONS:
+        rd = b.find_run(held, names, wd)
+        if rd is None:
+            continue
+        run = load_run(rd)
+        tag = f"seal-{rd.parent.name}-{rd.name}"
+        sz = {s: b.features(wd / "features", tag, samples[s], run.encoder) for s in samples}
+        names_, expr, _ = measured_log1p_cp10k(samples[held])
+        genes = variable_genes(names_, expr, run.panel.genes, n=50)
+        pos = {g: i for i, g in enumerate(run.panel.genes)}
+        genes += [g for g in MARKERS if g in pos and g not in genes]
+        idx = np.array([pos[g] for g in genes])
+        head = expression_head(run)
+        mean, std = run.panel.mean[idx], run.panel.std[idx]
+
+        def predz(e, head=head, genes=genes, mean=mean, std=std):
+            return (head.output(head.hidden(e), head.index(genes)) - mean) / std
+
+        def zs(s, run=run, idx=idx, sz=sz):
+            m = np.asarray(run.panel.expression(samples[s]), np.float32)
+            keep = m.sum(1) > 0
+            return run.panel.zscore(m)[:, idx][keep], sz[s][keep]
+
+        mz, emb = zs(held)
+        pz = predz(emb)
+        err = np.abs(pz - mz)
+        lab = err > np.median(err, 0, keepdims=True)
+        ng = len(genes)
+
+        def score(u, lab=lab, ng=ng):
+            return [auroc(u[:, j], lab[:, j]) for j in range(ng)]
+
+        train = [s for s in samples if s != held]
+        parts = [zs(s) for s in train]
+        tz = np.concatenate([p[0] for p in parts])
+        te = np.concatenate([p[1] for p in parts])
+        ts = np.concatenate([np.full(len(p[0]), s) for p, s in zip(parts, train, strict=True)])
+        out: dict[str, list[float]] = {}
+        bz = bank_zscores(run)[:, idx]
+        nb = neighbours(run, emb, k=len(bz))
+        order = np.argsort(-nb.similarity, axis=1)
+        nidx = np.take_along_axis(nb.index, order, 1)
+        nsim = np.take_along_axis(nb.similarity, order, 1)
+        for k in (32, 64, 128, 256):
+            v = bz[nidx[:, :k]]  # (n, k, G)
+            out[f"omics spread k{k}"] = score(v.std(1))
+            out[f"omics expected-error k{k}"] = score(np.abs(v - pz[:, None]).mean(1))
+        v = bz[nidx]
+        for tau in (0.01, 0.02, 0.05, 0.1):
+            w = np.exp((nsim - nsim[:, :1]) / tau)
+            w /= w.sum(1, keepdims=True)
+            m1 = (v * w[:, :, None]).sum(1)
+            spread = np.sqrt((w[:, :, None] * (v - m1[:, None]) ** 2).sum(1))
+            out[f"omics spread softmax t{tau}"] = score(spread)
+        unit = te / np.linalg.norm(te, axis=1, keepdims=True)
+        sim = (emb / np.linalg.norm(emb, axis=1, keepdims=True)) @ unit.T
+        img_order = np.argsort(-sim, axis=1)
+        for k in (64, 128):
+            v = tz[img_order[:, :k]]
+            out[f"image expected-error k{k}"] = score(np.abs(v - pz[:, None]).mean(1))
+        resid = np.zeros_like(tz)  # cross-validated |residual| of each training spot
+        for s in train:
+            m = ts == s
+            resid[m] = np.abs(ridge_fit(te[~m], tz[~m], 1000.0)(te[m]) - tz[m])
+        out["learned |residual| ridge"] = score(ridge_fit(te, resid, 1000.0)(emb))
+        for k in (16, 64):
+            out[f"neighbours' cv |residual| k{k}"] = score(resid[img_order[:, :k]].mean(1))
+        out["ridge to |measured z|"] = score(ridge_fit(te, np.abs(tz), 1000.0)(emb))
+        out["prediction only: mean |bank z - pred|"] = score(
+            np.abs(bz[None] - pz[:, None]).mean(1)
+        )
+        out["|predicted z|"] = score(np.abs(pz))
+        out["ceiling: |measured z| (needs the answer)"] = score(np.abs(mz))
+        res[held] = {m: float(np.nanmean(v)) for m, v in out.items()}
+        print(held, "done", flush=True)
+    if not res:
+        print(f"no runs under {wd}; run bench_gene_query_her2st.py --train first")
+        return 1
+    print(f"{'estimate':42s}", " ".join(f"{h:>5s}" for h in res), "| mean")
+    for m in next(iter(res.values())):
+        vals = [res[h][m] for h in res]
+        print(f"{m:42s}", " ".join(f"{v:.3f}" for v in vals), f"| {np.mean(vals):.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
