@@ -12,6 +12,8 @@ from qtpy.QtWidgets import QApplication
 from test_live_view import _until
 from test_widgets_jobs import _save
 
+from napari_seal._widgets._explore import ExploreWidget
+
 
 def _wait_idle(live, quiet_s=1.5):
     """Until the worker has computed nothing for ``quiet_s`` (the margin around the
@@ -250,3 +252,54 @@ def test_model_prepared_while_typing_and_unreliable_tiles_hidden(
     panel.reliability.show_check.setChecked(False)
     assert UNCERTAINTY not in viewer.layers and live.hidden == 0
     np.testing.assert_array_equal(np.asarray(live.layer.data), live.last.image)
+
+
+def _color_head(folder):
+    """A ridge head fitted by `bench` on the bundled section (colour statistics)."""
+    from napari_seal.evaluate.benchmark import bench
+    from napari_seal.io.hest import bundled_sample_path
+
+    head = folder / "head.safetensors"
+    bench([bundled_sample_path()], [bundled_sample_path()], encoder="color-stats",
+          targets="normalized", save_head=head, device="cpu")
+    return head
+
+
+def test_encoder_with_a_saved_head_in_the_panel(make_napari_viewer, qtbot, tmp_path,
+                                                monkeypatch):
+    """An encoder with a head saved by `bench --save-head` is a model of the panel:
+    predicted expression painted live (equal to the batch prediction), no reliability
+    map, and query scores refused with a message."""
+    from napari_seal._widgets.view_jobs import EncoderWithHead
+    from napari_seal.predict.expression import expression_head, expression_image, open_store
+
+    errors = []
+    monkeypatch.setattr("napari_seal._widgets._common.show_error", errors.append)
+    head_file = _color_head(tmp_path)
+    head = expression_head(head_file)
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-seal", "her2st")
+    panel = ExploreWidget(viewer)
+    viewer.window.add_dock_widget(panel, name="Explore")
+    model = EncoderWithHead("color-stats", str(head_file))
+    panel.offer_model(model)
+    assert panel.model_path() == model and not errors
+    assert "color-stats + head head.safetensors" in panel.model_combo.currentText()
+    assert not panel.reliability.show_check.isEnabled()
+    panel.paint_combo.setCurrentIndex(1)  # a query score: needs a run
+    _type(qtbot, panel.gene_edit, head.genes[0])
+    assert errors and "SEAL run" in errors[-1] and panel.live is None
+    panel.paint_combo.setCurrentIndex(0)
+    _type(qtbot, panel.gene_edit, head.genes[0])
+    live = panel.live
+    _until(lambda: live.last is not None and live.last.view_complete
+           or live.job.error is not None, 120)
+    assert live.job.error is None and live.last.uncertainty is None
+    batch, _, _ = expression_image(open_store(live.engine.store_path), head, head.genes[0])
+    ov = live.overlay
+    r, c = ov.rows[ov.exact], ov.cols[ov.exact]
+    np.testing.assert_allclose(np.asarray(live.layer.data)[r, c], np.asarray(batch)[r, c],
+                               rtol=1e-4, atol=1e-5)
+    panel.offer_model(model)  # offered again: the same entry, not a second one
+    assert sum(panel.model_combo.itemData(i) == model
+               for i in range(panel.model_combo.count())) == 1

@@ -224,3 +224,21 @@ def test_view_bad_input_exits_2_with_one_line(tiny_run, view_env, extra, needle)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0]
+
+
+def test_view_with_an_encoder_and_a_saved_head_docks_the_panel(tmp_path, view_env):
+    from test_explore import _color_head
+
+    from napari_seal.io.hest import bundled_sample_path
+    from napari_seal.predict.expression import expression_head
+
+    head = _color_head(tmp_path)
+    gene = expression_head(head).genes[0]
+    out = tmp_path / "view.json"
+    proc = _run_view([str(bundled_sample_path()), "--encoder", "color-stats", "--head",
+                      str(head), "--gene", gene, "--exit-when-ready", "--json", str(out)],
+                     view_env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    d = json.loads(out.read_text())
+    assert d["panel"] is True and d["model"] == "color-stats"
+    assert d["visible_tiles"] > 0 and d["visible_complete_s"] > 0

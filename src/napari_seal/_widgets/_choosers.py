@@ -4,6 +4,7 @@ picker) and the workspace folder (where results nobody named go)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
@@ -25,11 +26,13 @@ CHOOSE = "__choose__"
 class ModelChoice(QWidget):
     """A combo of SEAL run folders (the shipped model first) and an info line.
 
-    ``chosen(path)`` is emitted whenever a run folder becomes the current entry
-    (picked, offered, or the picker's folder); the info line is the caller's.
+    ``chosen(model)`` is emitted whenever a model becomes the current entry (picked,
+    offered, or the picker's folder): a run folder (str) or an
+    :class:`~napari_seal._widgets.view_jobs.EncoderWithHead`; the info line is the
+    caller's.
     """
 
-    chosen = Signal(str)
+    chosen = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -57,23 +60,26 @@ class ModelChoice(QWidget):
         self.combo.addItem("Choose a SEAL run folder...", CHOOSE)
         return note
 
-    def offer(self, run_dir: str | Path) -> None:
-        """Make the run folder ``run_dir`` current (added to the list if new)."""
-        run_dir = str(run_dir)
-        idx = self.combo.findData(run_dir)
-        if idx < 0:
-            self.combo.insertItem(self.combo.count() - 1, f"run: {Path(run_dir).name}",
-                                  run_dir)
-            idx = self.combo.findData(run_dir)
+    def offer(self, model: Any) -> None:
+        """Make ``model`` current (added to the list if new): a run folder, or an
+        :class:`~napari_seal._widgets.view_jobs.EncoderWithHead`."""
+        model = model if hasattr(model, "head") else str(model)
+        found = [i for i in range(self.combo.count()) if self.combo.itemData(i) == model]
+        if found:
+            idx = found[0]
+        else:
+            idx = self.combo.count() - 1  # before "Choose..."
+            label = model.label if hasattr(model, "head") else f"run: {Path(model).name}"
+            self.combo.insertItem(idx, label, model)
         if idx == self.combo.currentIndex():
-            self.chosen.emit(run_dir)
+            self.chosen.emit(model)
         else:
             self.combo.setCurrentIndex(idx)
 
-    def path(self) -> str | None:
-        """The current run folder (None: none chosen)."""
+    def current(self) -> Any:
+        """The current model: a run folder (str), an ``EncoderWithHead``, or None."""
         data = self.combo.currentData()
-        return None if data in (None, CHOOSE) else str(data)
+        return None if data is None or (isinstance(data, str) and data == CHOOSE) else data
 
     def emit_current(self) -> None:
         """Emit ``chosen`` for the current entry (e.g. once the owner is built)."""
@@ -87,9 +93,9 @@ class ModelChoice(QWidget):
             else:
                 self.combo.setCurrentIndex(0)
             return
-        path = self.path()
-        if path is not None:
-            self.chosen.emit(path)
+        model = self.current()
+        if model is not None:
+            self.chosen.emit(model)
 
 
 class WorkspaceRow(QWidget):

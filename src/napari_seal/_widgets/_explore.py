@@ -27,6 +27,7 @@ from napari_seal._widgets._live import LiveOverlayView
 from napari_seal._widgets._reliability import UNCERTAINTY, ReliabilityControls
 from napari_seal._widgets._state import observe_state, publish
 from napari_seal._widgets.view_jobs import (
+    EncoderWithHead,
     iter_compare_at_spots,
     live_maker,
     prepare_live,
@@ -34,6 +35,7 @@ from napari_seal._widgets.view_jobs import (
 )
 from napari_seal.errors import BadInputError, SealError
 from napari_seal.models.shipped import model_summary
+from napari_seal.predict.expression import expression_head
 from napari_seal.predict.heads import head_from_run_dir, match_gene
 
 #: what is painted: None = predicted expression, else the gene-query route's score
@@ -49,10 +51,10 @@ class ExploreWidget(QWidget):
         self.viewer = napari_viewer
         from napari_seal._widgets.jobs import warm_imports
 
-        warm_imports("embed")  # the worker's imports, here (GIL; see jobs.warm_imports)
-        warm_imports("query")
+        for kind in ("embed", "query"):  # the worker's imports, here (GIL; see there)
+            warm_imports(kind)
         self.live = self.head = self._live_key = None
-        self.slide_label = QLabel()
+        self.slide_label, self.status, self.compare_label = QLabel(), QLabel(), QLabel()
         self.slide_label.setWordWrap(True)
         self.models = ModelChoice()
         self.model_combo, self.model_info = self.models.combo, self.models.info
@@ -69,12 +71,11 @@ class ExploreWidget(QWidget):
         self.reliability = ReliabilityControls()
         self.compare = self._compare_job = self._compared = None  # the last comparison
         self.show_button = QPushButton("Show")
-        self.status, self.compare_label = QLabel(""), QLabel("")
         self.status.setWordWrap(True)
         form = QFormLayout()
         for label, field in (("Slide", self.slide_label), ("Model", self.models),
-                             ("Gene", self.gene_edit),
-                             ("Paint", self.paint_combo), ("Colormap", self.cmap_combo),
+                             ("Gene", self.gene_edit), ("Paint", self.paint_combo),
+                             ("Colormap", self.cmap_combo),
                              ("Workspace", self.workspace), ("", self.compare_check),
                              ("Reliability", self.reliability)):
             form.addRow(label, field)
@@ -97,28 +98,39 @@ class ExploreWidget(QWidget):
         observe_state(self, self.viewer, {"model": self.offer_model})
         self.models.emit_current()
 
-    def offer_model(self, run_dir) -> None:
-        """Use the SEAL run ``run_dir`` (e.g. the Fine-tune dock's finished run)."""
-        self.models.offer(run_dir)
+    def offer_model(self, model) -> None:
+        """Use a SEAL run folder (e.g. a finished fine-tune) or an ``EncoderWithHead``."""
+        self.models.offer(model)
 
-    def model_path(self) -> str | None:
-        return self.models.path()
+    def model_path(self) -> str | EncoderWithHead | None:
+        return self.models.current()
 
-    def _on_model(self, path: str) -> None:
+    def _on_model(self, path: str | EncoderWithHead) -> None:
+        if isinstance(path, EncoderWithHead):  # not a run: no map, no query scores
+            try:
+                self._use_head(expression_head(path.head), f"{path.label}: predicted "
+                               "expression only (no reliability map, no query scores)")
+            except SealError as err:
+                notify_error(err)
+            return
         head = head_from_run_dir(Path(path))  # numpy only: a few ms
         if head is None:
             notify_error(BadInputError(f"{path} is not a finished SEAL run (no DONE, "
                                        "panel.json or heads.safetensors)"))
             return
+        from napari_seal.training.reference_bank import BANK
+
+        self._use_head(head, model_summary(path, len(head.genes)),
+                       reliability=(Path(path) / BANK).is_file())
+        publish(self.viewer, model=path)
+
+    def _use_head(self, head, info: str, *, reliability: bool = False) -> None:
         self.head = head
         completer = QCompleter(list(head.genes), self)
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.gene_edit.setCompleter(completer)
-        self.model_info.setText(model_summary(path, len(head.genes)))
-        from napari_seal.training.reference_bank import BANK
-
-        self.reliability.set_available((Path(path) / BANK).is_file())
-        publish(self.viewer, model=path)
+        self.model_info.setText(info)
+        self.reliability.set_available(reliability)
         QTimer.singleShot(0, self._prepare)
 
     def slide(self) -> tuple[str | None, str | None]:
@@ -134,8 +146,7 @@ class ExploreWidget(QWidget):
         QTimer.singleShot(0, self._prepare)
 
     def _prepare(self) -> None:
-        """Load the model and find the tissue of the slide shown while the user types
-        the gene (~1.4 s here): the first overlay starts from it (not with a view)."""
+        """Load the model, find the tissue while the gene is typed (~1.4 s here)."""
         key = (self.slide()[0], self.model_path())
         if (None in key or self.live is not None or self.viewer.window is None
                 or (self._prepared is not None and self._prepared[0] == key)):
@@ -155,7 +166,6 @@ class ExploreWidget(QWidget):
         if self.live is not None and self.live.layer in self.viewer.layers:
             self.live.layer.colormap = name
 
-    # -- painting --------------------------------------------------------------
     def show_gene(self) -> None:
         """Paint the typed gene where the camera looks (another gene: at once)."""
         try:
@@ -166,6 +176,8 @@ class ExploreWidget(QWidget):
                 raise BadInputError("choose a model first")
             gene = match_gene(self.head.genes, self.gene_edit.text())
             route = PAINTS[self.paint_combo.currentText()]
+            if route is not None and isinstance(self.model_path(), EncoderWithHead):
+                raise BadInputError("query scores need a SEAL run, not a saved head")
         except SealError as err:
             notify_error(err)
             return
@@ -186,10 +198,9 @@ class ExploreWidget(QWidget):
             for layer in (self.live.layer, UNCERTAINTY):
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
-        pre, self._prepared = self._prepared, None  # one overlay may take it
+        pre, self._prepared, self._live_key = self._prepared, None, key  # one may take it
         make = live_maker(source, self.model_path(), gene, route,
                           prepared=pre[1] if pre and pre[0] == key[:2] else None)
-        self._live_key = key
         self.live = LiveOverlayView(self.viewer, make, name=name,
                                     colormap=self.cmap_combo.currentText(),
                                     on_update=self._on_update)
@@ -205,18 +216,17 @@ class ExploreWidget(QWidget):
         label = next((k for k, v in PAINTS.items() if v == route), None)
         if label is not None:
             self.paint_combo.setCurrentText(label)
-        source, _ = self.slide()
-        self.live, self._live_key = live, (source, self.model_path(), route)
+        self.live, self._live_key = live, (self.slide()[0], self.model_path(), route)
         live.add_update_listener(self._on_update, owner=self)
         self._on_reliability()
 
     def _on_update(self, update) -> None:
-        state = "complete" if update.view_complete else (
-            "preview" if update.preview else "computing")
+        state = ("complete" if update.view_complete else "preview" if update.preview
+                 else "computing")
+        hidden = f"; {self.live.hidden} unreliable hidden" if self.live.hidden else ""
         self.status.setText(f"{self.live.name}: {update.view_done}/{update.view_total} "
                             f"tiles in view ({state}); {update.tiles_computed} computed "
-                            "by the encoder this time" + (f"; {self.live.hidden} unreliable "
-                                                          "hidden" if self.live.hidden else ""))
+                            f"by the encoder this time{hidden}")
         if self.live.engine is None:
             return
         store = str(self.live.engine.store_path)
@@ -226,8 +236,9 @@ class ExploreWidget(QWidget):
         if (update.view_complete and self._live_key[2] is None and not busy
                 and self.compare_check.isChecked() and self._compared != (gene, store)):
             self._compared = (gene, store)
-            self._compare_job = Job(iter_compare_at_spots, self._live_key[0], store,
-                                    self.model_path(), gene, on_done=self._on_compare,
+            model = getattr(self.model_path(), "head", self.model_path())
+            self._compare_job = Job(iter_compare_at_spots, self._live_key[0], store, model,
+                                    gene, on_done=self._on_compare,
                                     description="Measured vs predicted")
             self._compare_job.start()
 

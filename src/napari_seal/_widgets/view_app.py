@@ -121,10 +121,10 @@ def run_view(
         viewer.window.add_dock_widget(explore, name="Explore", area="right")
         explore.compare_check.setChecked(not exit_when_ready)  # timings: the view only
         if live is not None:
-            explore.adopt(live, model=str(panel["model"]), gene=panel.get("gene"),
+            explore.adopt(live, model=panel["model"], gene=panel.get("gene"),
                           route=panel.get("route"))
         elif panel.get("model"):
-            explore.offer_model(str(panel["model"]))
+            explore.offer_model(panel["model"])
     app = QApplication.instance()
     # room for the docks beside a canvas of the asked size (they would squeeze it)
     window = viewer.window._qt_window

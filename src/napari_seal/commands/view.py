@@ -7,8 +7,8 @@
         [--workspace DIR] [--store STORE.zarr] [--screenshot OUT.png] [--json OUT.json]
         [--exit-when-ready] [--batch-size B] [--mpp UM] [--device D] [--debug]
 
-With a SEAL run (or the shipped model) the Explore panel is docked, steering the
-overlay: type another gene there. The tiles in the field of view are embedded first, nearest its centre, and written
+The Explore panel is docked, steering the overlay (a SEAL run, the shipped model, or
+the encoder with its saved head): type another gene there. The tiles in the field of view are embedded first, nearest its centre, and written
 into the slide's embedding store (default: the workspace store of this slide and
 model, shared with ``embed``, ``predict`` and ``query``). Without a model option it
 uses the SEAL model shipped with the package. ``--gene`` paints the predicted
@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(ImportError):
                 importlib.import_module(lib)
     from napari_seal._widgets.view_app import run_view
+    from napari_seal._widgets.view_jobs import EncoderWithHead
 
     result = run_view(
         obj,
@@ -191,9 +192,11 @@ def run(args: argparse.Namespace) -> int:
         fov_um=args.fov_um,
         exit_when_ready=args.exit_when_ready,
         screenshot=args.screenshot,
-        # the Explore panel steers a SEAL run's overlay (not an encoder + saved head)
-        panel={"model": args.run, "gene": args.gene, "route": args.route}
-        if args.run else None,
+        # the Explore panel steers the overlay (a run, or the encoder and its head)
+        panel={"model": args.run or EncoderWithHead(
+            args.encoder, str(Path(args.head).resolve()),
+            str(Path(args.weights).resolve()) if args.weights else None),
+            "gene": args.gene, "route": args.route},
     )
     result["model"] = model_label
     result["gene"] = args.gene
