@@ -201,9 +201,25 @@ def bank_input(run: Any) -> np.ndarray:
     return expr
 
 
+_ZSCORES: dict[int, tuple[Any, Any, np.ndarray]] = {}
+
+
 def bank_zscores(run: Any) -> np.ndarray:
-    """The bank spots' z-scored panel expression ``(n, G)`` (training statistics)."""
-    return np.asarray(run.panel.zscore(run.bank.expr), dtype=np.float32)
+    """The bank spots' z-scored panel expression ``(n, G)`` (training statistics).
+
+    Read-only and cached per bank and panel (the live overlay asks for it at every
+    batch and gene switch; ~1 ms each otherwise).
+    """
+    bank, panel = run.bank, run.panel
+    hit = _ZSCORES.get(id(bank))
+    if hit is not None and hit[0] is bank and hit[1] is panel:
+        return hit[2]
+    z = np.asarray(panel.zscore(bank.expr), dtype=np.float32)
+    z.setflags(write=False)
+    if len(_ZSCORES) >= 4:
+        _ZSCORES.pop(next(iter(_ZSCORES)))
+    _ZSCORES[id(bank)] = (bank, panel, z)
+    return z
 
 
 def bank_embeddings(run: Any) -> np.ndarray:
