@@ -165,8 +165,11 @@ def run(args: argparse.Namespace) -> int:
             use = head
             if args.route:
                 use = ScoreHead(engine.resolved.run, args.gene, args.route)
+            # a run's reference bank gives the panel's reliability row its map
             return engine, LiveOverlay(
-                engine.grid, use, use.genes[0] if args.route else args.gene
+                engine.grid, use, use.genes[0] if args.route else args.gene,
+                reference=getattr(engine.resolved, "run", None),
+                reliability_gene=args.gene,
             )
 
         if args.route:  # check the gene against the run's panel up front
