@@ -404,13 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_seal_her2st import parse_overrides
+
+    overrides = parse_overrides(args.set)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
     args.workdir.mkdir(parents=True, exist_ok=True)

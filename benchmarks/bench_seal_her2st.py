@@ -61,6 +61,18 @@ LABELS = {
 log = logging.getLogger("bench_seal_her2st")
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``--set KEY=VALUE`` items as training overrides (VALUE as JSON, else a string)."""
+    overrides = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
 def her2st_root() -> Path:
     env = os.environ.get("NAPARI_SEAL_SHARED_DATA")
     base = Path(env) if env else REPO.parent / "shared" / "data"
@@ -417,13 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         "--plot", type=Path, default=REPO / "docs" / "images" / "bench_seal_her2st.png"
     )
     args = p.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = parse_overrides(args.set)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     from napari_seal.io.hest import load_sample
 
