@@ -198,7 +198,7 @@ def test_model_prepared_while_typing_and_unreliable_tiles_hidden(
     overlay starts from that), and its reliability row hides exactly the tiles whose
     uncertainty is above the threshold, in the rendered canvas too."""
     from napari_seal._widgets._explore import ExploreWidget
-    from napari_seal._widgets._reliability import UNCERTAINTY
+    from napari_seal._widgets._reliability import LIVE_UNCERTAINTY, UNCERTAINTY
 
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
@@ -244,13 +244,15 @@ def test_model_prepared_while_typing_and_unreliable_tiles_hidden(
     assert changed > 0.005, changed  # the hidden tiles show the bare slide now
     _save(viewer, "widget_explore_reliability.png")
 
+    viewer.add_image(np.zeros((2, 2), np.float32), name=UNCERTAINTY)  # Expression's
     panel.reliability.show_check.setChecked(True)
-    assert UNCERTAINTY in viewer.layers
-    np.testing.assert_array_equal(np.asarray(viewer.layers[UNCERTAINTY].data),
+    assert LIVE_UNCERTAINTY in viewer.layers
+    np.testing.assert_array_equal(np.asarray(viewer.layers[LIVE_UNCERTAINTY].data),
                                   live.last.uncertainty)
     panel.reliability.hide_check.setChecked(False)
     panel.reliability.show_check.setChecked(False)
-    assert UNCERTAINTY not in viewer.layers and live.hidden == 0
+    assert LIVE_UNCERTAINTY not in viewer.layers and live.hidden == 0
+    assert UNCERTAINTY in viewer.layers  # another dock's map is left alone
     np.testing.assert_array_equal(np.asarray(live.layer.data), live.last.image)
 
 
@@ -300,6 +302,9 @@ def test_encoder_with_a_saved_head_in_the_panel(make_napari_viewer, qtbot, tmp_p
     r, c = ov.rows[ov.exact], ov.cols[ov.exact]
     np.testing.assert_allclose(np.asarray(live.layer.data)[r, c], np.asarray(batch)[r, c],
                                rtol=1e-4, atol=1e-5)
+    panel.offer_model(EncoderWithHead("color-stats", str(tmp_path / "missing.safetensors")))
+    assert "missing.safetensors" in errors[-1] and "check the path" in errors[-1]
+    assert panel.head is not None and live.layer in viewer.layers  # nothing lost
     panel.offer_model(model)  # offered again: the same entry, not a second one
     assert sum(panel.model_combo.itemData(i) == model
                for i in range(panel.model_combo.count())) == 1

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 from napari_seal._widgets._choosers import ModelChoice, WorkspaceRow
 from napari_seal._widgets._common import Job, notify_error, source_layers
 from napari_seal._widgets._live import LiveOverlayView
-from napari_seal._widgets._reliability import UNCERTAINTY, ReliabilityControls
+from napari_seal._widgets._reliability import LIVE_UNCERTAINTY, ReliabilityControls
 from napari_seal._widgets._state import observe_state, publish
 from napari_seal._widgets.view_jobs import (
     EncoderWithHead,
@@ -53,12 +53,11 @@ class ExploreWidget(QWidget):
 
         for kind in ("embed", "query"):  # the worker's imports, here (GIL; see there)
             warm_imports(kind)
-        self.live = self.head = self._live_key = None
+        self.live = self.head = self._live_key = self._prepared = None  # see _prepare
         self.slide_label, self.status, self.compare_label = QLabel(), QLabel(), QLabel()
         self.slide_label.setWordWrap(True)
         self.models = ModelChoice()
         self.model_combo, self.model_info = self.models.combo, self.models.info
-        self._prepared = None  # (source, model) and the future of prepare_live
         self.gene_edit = QLineEdit()
         self.gene_edit.setPlaceholderText("type a gene, e.g. ERBB2, and press Enter")
         self.paint_combo = QComboBox()
@@ -148,7 +147,8 @@ class ExploreWidget(QWidget):
     def _prepare(self) -> None:
         """Load the model, find the tissue while the gene is typed (~1.4 s here)."""
         key = (self.slide()[0], self.model_path())
-        if (None in key or self.live is not None or self.viewer.window is None
+        shown = self._live_key is not None and self._live_key[:2] == key  # running
+        if (None in key or shown or self.viewer.window is None
                 or (self._prepared is not None and self._prepared[0] == key)):
             return
         self._prepared = (key, start_early(prepare_live, *key))
@@ -195,7 +195,7 @@ class ExploreWidget(QWidget):
     def _start(self, source, gene, route, name, key) -> None:
         if self.live is not None:
             self.live.cancel()
-            for layer in (self.live.layer, UNCERTAINTY):
+            for layer in (self.live.layer, LIVE_UNCERTAINTY):
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
         pre, self._prepared, self._live_key = self._prepared, None, key  # one may take it

@@ -18,7 +18,7 @@ from typing import Any
 from qtpy.QtCore import QObject, QTimer
 
 from napari_seal._widgets._common import Job
-from napari_seal._widgets._reliability import paint_uncertainty
+from napari_seal._widgets._reliability import LIVE_UNCERTAINTY, paint_uncertainty
 from napari_seal._widgets._stall import StallProbe
 from napari_seal.predict.reliability import DEFAULT_MAX_UNCERTAINTY
 
@@ -165,7 +165,7 @@ class LiveOverlayView(QObject):
         self.last = event
         self.layer.data, self.hidden = event.shown(self.max_uncertainty)
         unc = event.uncertainty if self.show_uncertainty else None
-        paint_uncertainty(self.viewer, unc,
+        paint_uncertainty(self.viewer, unc, name=LIVE_UNCERTAINTY,
                           scale=self.layer.scale, translate=self.layer.translate,
                           gene=self.overlay.reliability_gene or "", max_sd=(
                               self.max_uncertainty or DEFAULT_MAX_UNCERTAINTY))

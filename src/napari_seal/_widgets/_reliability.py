@@ -17,10 +17,13 @@ from napari_seal._widgets import _tooltips as tips
 from napari_seal._widgets._common import add_or_update_layer
 from napari_seal.predict.reliability import DEFAULT_MAX_UNCERTAINTY
 
-__all__ = ["UNCERTAINTY", "ReliabilityControls", "paint_uncertainty"]
+__all__ = ["LIVE_UNCERTAINTY", "UNCERTAINTY", "ReliabilityControls", "paint_uncertainty"]
 
-#: the reliability map's layer name
+#: the reliability map's layer name (Expression dock)
 UNCERTAINTY = "prediction uncertainty"
+#: the live overlay's map (Explore dock, ``view``): a layer of its own, so neither dock
+#: removes or overwrites the other's
+LIVE_UNCERTAINTY = "uncertainty (live)"
 
 
 class ReliabilityControls(QWidget):
@@ -67,15 +70,16 @@ class ReliabilityControls(QWidget):
 
 
 def paint_uncertainty(
-    viewer: Any, unc: Any, *, scale: Any, translate: Any, gene: str, max_sd: float
+    viewer: Any, unc: Any, *, scale: Any, translate: Any, gene: str, max_sd: float,
+    name: str = UNCERTAINTY,
 ) -> Any:
-    """Show ``unc`` as the :data:`UNCERTAINTY` layer (None: remove that layer)."""
+    """Show ``unc`` as the layer ``name`` (None: remove that layer)."""
     if unc is None:
-        if UNCERTAINTY in viewer.layers:
-            viewer.layers.remove(UNCERTAINTY)
+        if name in viewer.layers:
+            viewer.layers.remove(name)
         return None
     return add_or_update_layer(viewer, unc, {
-        "name": UNCERTAINTY, "colormap": "gray", "scale": scale,
+        "name": name, "colormap": "gray", "scale": scale,
         "translate": translate, "opacity": 0.8, "blending": "translucent",
         "contrast_limits": (0.0, max(2.0 * float(max_sd), 1e-3)),
         "metadata": {"napari_seal": {"kind": "uncertainty", "gene": gene,
