@@ -13,6 +13,8 @@ gene's median" (the protocol of ``napari_seal.evaluate.reliability_metrics``) of
   embedding to each training spot's cross-validated ``|residual|`` (a ridge predictor
   fitted leaving that spot's training section out), the neighbours' mean
   cross-validated ``|residual|``, and a ridge from the embedding to ``|measured z|``;
+- (not an AUROC) the fraction of the held-out spots the default threshold hides, at
+  the default number of neighbours;
 - the prediction alone (mean ``|bank z - prediction|`` over every bank spot),
   ``|predicted z|``, and the label's ceiling: ``|measured z|`` of the held-out spot
   itself (not an estimate: it needs the answer).
@@ -60,7 +62,11 @@ def main() -> int:
     )
     from napari_seal.io.hest import load_sample
     from napari_seal.predict.expression import expression_head
-    from napari_seal.predict.reliability import neighbours
+    from napari_seal.predict.reliability import (
+        DEFAULT_MAX_UNCERTAINTY,
+        neighbours,
+        uncertainty,
+    )
     from napari_seal.training.reference_bank import bank_zscores
     from napari_seal.training.runs import load_run
 
@@ -142,6 +148,13 @@ def main() -> int:
         out["|predicted z|"] = score(np.abs(pz))
         out["ceiling: |measured z| (needs the answer)"] = score(np.abs(mz))
         res[held] = {m: float(np.nanmean(v)) for m, v in out.items()}
+        # how much the default threshold hides (all spots, every panel gene / ERBB2)
+        nb_default = neighbours(run, sz[held])
+        for label, g in (("all panel genes", None), ("ERBB2", "ERBB2")):
+            gs = run.panel.genes if g is None else [g]
+            u = np.stack([uncertainty(run, nb_default, x) for x in gs], 1)
+            res[held][f"fraction above {DEFAULT_MAX_UNCERTAINTY} SD, {label}"] = float(
+                np.mean(u > DEFAULT_MAX_UNCERTAINTY))
         print(held, "done", flush=True)
     if not res:
         print(f"no runs under {wd}; run bench_gene_query_her2st.py --train first")
