@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,12 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         )
     finally:
         dist.destroy_process_group()
+    # torch 2.14 keeps a process group that DDP wrapped alive after
+    # destroy_process_group (its pt_gloo_runloop threads outlive it; measured), and
+    # tearing those threads down at interpreter exit aborts now and then
+    # ("terminate called without an active exception", SIGABRT, seen in CI). The
+    # results are on disk by now, so leave without the interpreter's teardown.
+    os._exit(0)
 
 
 def test_gathered_clip_loss_and_gradients_match_single_process(tmp_path):
@@ -74,7 +81,7 @@ def test_gathered_clip_loss_and_gradients_match_single_process(tmp_path):
     for rank in range(world):
         res = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         # every rank scores its spots against the whole batch: same loss, same logits
-        assert float(res["loss"]) == pytest.approx(float(loss), rel=1e-5)
+        assert float(res["loss"]) == pytest.approx(float(loss.detach()), rel=1e-5)
         assert torch.allclose(res["logits"], logits.detach(), atol=1e-4)
         # after DDP averages, parameter gradients equal the single-process ones
         for got, ref in zip(res["grads"], ref_grads, strict=True):
