@@ -11,11 +11,13 @@ model zoo), 224 px tiles at 0.5 um/px, batch 64, 2 torch threads:
   112 um field at level 0, resized to 224 px by the transform, as napari-seal reads it)
   -> ``tl.feature_extraction`` in fp32, then with bf16 autocast (reported as failed if
   it raises); tile counts and tiles/s of the extraction;
-- napari-seal: ``napari_seal.embed`` (its own tissue mask and grid, ``auto`` plan).
+- napari-seal: ``napari_seal.embed`` (its own tissue mask and grid), with its ``auto``
+  plan (what a user gets) and forced to ``fp32`` (the precision LazySlide runs in).
 
-Prints each tiles/s, the tile counts and ``RATIO napari-seal / LazySlide best``
-(goal >= 2.5). LazySlide is an optional benchmark dependency; install it in a venv of
-its own that sees this one (``pip install "lazyslide==0.13.*"``), as its dependencies
+Prints each tiles/s, the tile counts, ``RATIO napari-seal / LazySlide best``
+(goal >= 2.5) and ``RATIO fp32`` (both in fp32). Which side's tiles are right:
+``compare_tissue_tiles.py``. LazySlide is an optional benchmark dependency; install it
+in a venv of its own that sees this one (``pip install "lazyslide==0.13.*"``), as its dependencies
 pin other versions. Not part of the test suite.
 
 Usage::
@@ -66,13 +68,14 @@ def lazyslide_run(slide: Path, module, mean, std, *, bf16: bool, batch: int) -> 
     return {"tiles": n, "setup_s": setup, "extract_s": dt, "tiles_per_s": n / dt}
 
 
-def seal_run(slide: Path, batch: int) -> dict:
+def seal_run(slide: Path, batch: int, precision: str = "auto") -> dict:
     from napari_seal import embed
     from napari_seal.predict.expression import open_store
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        embed(slide, "default", Path(tmp) / "s.zarr", batch_size=batch)
+        embed(slide, "default", Path(tmp) / "s.zarr", batch_size=batch,
+              precision=precision)
         dt = time.perf_counter() - t0
         n = int(open_store(Path(tmp) / "s.zarr").n_tiles)
     return {"tiles": n, "total_s": dt, "tiles_per_s": n / dt}
@@ -95,6 +98,8 @@ def main() -> int:
     out = {"slide": str(args.slide), "batch": args.batch_size, "threads": 2}
     out["napari_seal"] = seal_run(args.slide, args.batch_size)
     print("napari-seal:", json.dumps(out["napari_seal"]), flush=True)
+    out["napari_seal_fp32"] = seal_run(args.slide, args.batch_size, "fp32")
+    print("napari-seal fp32:", json.dumps(out["napari_seal_fp32"]), flush=True)
     for bf16 in (False, True):
         key = "lazyslide_bf16" if bf16 else "lazyslide_fp32"
         out[key] = lazyslide_run(args.slide, module, enc.mean, enc.std, bf16=bf16,
@@ -107,6 +112,10 @@ def main() -> int:
         print(f"RATIO napari-seal / LazySlide best = {out['ratio']:.2f} (goal >= 2.5); "
               f"tiles: napari-seal {out['napari_seal']['tiles']}, LazySlide "
               f"{out['lazyslide_fp32']['tiles']}")
+    if out["lazyslide_fp32"].get("tiles_per_s"):
+        out["ratio_fp32"] = (out["napari_seal_fp32"]["tiles_per_s"]
+                             / out["lazyslide_fp32"]["tiles_per_s"])
+        print(f"RATIO fp32 (both fp32) = {out['ratio_fp32']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0
