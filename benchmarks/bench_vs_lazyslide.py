@@ -17,8 +17,8 @@ model zoo), 224 px tiles at 0.5 um/px, batch 64, 2 torch threads:
 Prints each tiles/s, the tile counts, ``RATIO napari-seal / LazySlide best``
 (goal >= 2.5) and ``RATIO fp32`` (both in fp32). Which side's tiles are right:
 ``compare_tissue_tiles.py``. LazySlide is an optional benchmark dependency; install it
-in a venv of its own that sees this one (``pip install "lazyslide==0.13.*"``), as its dependencies
-pin other versions. Not part of the test suite.
+in a venv of its own that sees this one (``pip install "lazyslide==0.13.*"``), as its
+dependencies pin other versions. Not part of the test suite.
 
 Usage::
 

@@ -305,6 +305,15 @@ def test_encoder_with_a_saved_head_in_the_panel(make_napari_viewer, qtbot, tmp_p
     panel.offer_model(EncoderWithHead("color-stats", str(tmp_path / "missing.safetensors")))
     assert "missing.safetensors" in errors[-1] and "check the path" in errors[-1]
     assert panel.head is not None and live.layer in viewer.layers  # nothing lost
+    # the entry that failed is gone and the combo shows the model still in use
+    assert panel.model_path() == model
+    assert not any("missing" in panel.model_combo.itemText(i)
+                   for i in range(panel.model_combo.count()))
+    (tmp_path / "not_a_run").mkdir()
+    n_entries = panel.model_combo.count()
+    panel.offer_model(tmp_path / "not_a_run")
+    assert "not a finished SEAL run" in errors[-1]
+    assert panel.model_path() == model and panel.model_combo.count() == n_entries
     panel.offer_model(model)  # offered again: the same entry, not a second one
     assert sum(panel.model_combo.itemData(i) == model
                for i in range(panel.model_combo.count())) == 1

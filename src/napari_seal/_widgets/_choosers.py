@@ -44,6 +44,8 @@ class ModelChoice(QWidget):
         layout.addWidget(self.combo)
         layout.addWidget(self.info)
         self.problem = self._fill()
+        self._accepted: Any = None  # the last entry the owner could use
+        self._pending: Any = None  # the entry being handed to the owner
         self.combo.currentIndexChanged.connect(self._changed)
 
     def _fill(self) -> str:
@@ -64,22 +66,43 @@ class ModelChoice(QWidget):
         """Make ``model`` current (added to the list if new): a run folder, or an
         :class:`~napari_seal._widgets.view_jobs.EncoderWithHead`."""
         model = model if hasattr(model, "head") else str(model)
-        found = [i for i in range(self.combo.count()) if self.combo.itemData(i) == model]
-        if found:
-            idx = found[0]
-        else:
+        idx = self._index(model)
+        if idx < 0:
             idx = self.combo.count() - 1  # before "Choose..."
             label = model.label if hasattr(model, "head") else f"run: {Path(model).name}"
             self.combo.insertItem(idx, label, model)
         if idx == self.combo.currentIndex():
-            self.chosen.emit(model)
+            self._changed()
         else:
             self.combo.setCurrentIndex(idx)
+
+    def _index(self, model: Any) -> int:
+        """The entry holding ``model``, or -1 (Python equality, not QVariant's)."""
+        n = self.combo.count()
+        return next((i for i in range(n) if self.combo.itemData(i) == model), -1)
 
     def current(self) -> Any:
         """The current model: a run folder (str), an ``EncoderWithHead``, or None."""
         data = self.combo.currentData()
         return None if data is None or (isinstance(data, str) and data == CHOOSE) else data
+
+    def reject(self, model: Any, err: Exception) -> None:
+        """Show ``err`` (the owner could not use ``model``), drop ``model``'s entry
+        unless it is the shipped model, and go back to the last usable entry without
+        emitting ``chosen`` again (the owner still holds that model)."""
+        from napari_seal._widgets._common import notify_error
+
+        notify_error(err)
+        self._pending = None
+        back = self._accepted if self._accepted != model else None
+        self.combo.blockSignals(True)
+        try:
+            bad = self._index(model)
+            if bad > 0:
+                self.combo.removeItem(bad)
+            self.combo.setCurrentIndex(max(self._index(back), 0))
+        finally:
+            self.combo.blockSignals(False)
 
     def emit_current(self) -> None:
         """Emit ``chosen`` for the current entry (e.g. once the owner is built)."""
@@ -95,7 +118,10 @@ class ModelChoice(QWidget):
             return
         model = self.current()
         if model is not None:
+            self._pending = model
             self.chosen.emit(model)
+            if self._pending is model:  # not rejected while handled
+                self._accepted = model
 
 
 class WorkspaceRow(QWidget):

@@ -110,12 +110,12 @@ class ExploreWidget(QWidget):
                 self._use_head(expression_head(path.head), f"{path.label}: predicted "
                                "expression only (no reliability map, no query scores)")
             except SealError as err:
-                notify_error(err)
+                self.models.reject(path, err)
             return
         head = head_from_run_dir(Path(path))  # numpy only: a few ms
         if head is None:
-            notify_error(BadInputError(f"{path} is not a finished SEAL run (no DONE, "
-                                       "panel.json or heads.safetensors)"))
+            why = f"{path} is not a finished SEAL run (no DONE, panel.json or heads)"
+            self.models.reject(path, BadInputError(why))
             return
         from napari_seal.training.reference_bank import BANK
 
