@@ -182,6 +182,23 @@ def train_fold(
     return out
 
 
+def run_fingerprint(run_dir: Path) -> str:
+    """Short hash of a run's trained weights: the caches below are keyed by it, so a
+    run retrained in the same folder is never scored with the old run's features."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for name in sorted(p.name for p in run_dir.glob("*.safetensors")):
+        h.update(name.encode())
+        h.update((run_dir / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def seal_tag(run_dir: Path) -> str:
+    """Feature-cache key of a SEAL run: its folder and its weights' fingerprint."""
+    return f"seal-{run_dir.parent.name}-{run_dir.name}-{run_fingerprint(run_dir)}"
+
+
 def features(cache: Path, key: str, sample, encoder) -> np.ndarray:
     from napari_seal.predict.features import spot_features
     from napari_seal.progress import drain
@@ -236,7 +253,7 @@ def run_fold(held: str, samples: dict, run_dir: Path, workdir: Path) -> dict:
         s: features(cache, f"frozen-{run.config.encoder}", samples[s], frozen)
         for s in samples
     }
-    tag = f"seal-{run_dir.parent.name}-{run_dir.name}"
+    tag = seal_tag(run_dir)
     sz = {s: features(cache, tag, samples[s], run.encoder) for s in samples}
     test = samples[held]
     t0 = time.perf_counter()
@@ -283,6 +300,7 @@ def run_fold(held: str, samples: dict, run_dir: Path, workdir: Path) -> dict:
         "version": FOLD_VERSION,
         "held_out": held,
         "run": str(run_dir),
+        "run_fingerprint": run_fingerprint(run_dir),
         "bank": bank_source,
         "bank_spots": int(run.bank.n_spots),
         "config": run.config.to_dict(),
@@ -435,7 +453,11 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("fold %s: run %s", held, run_dir)
         saved = args.workdir / f"fold-{held}.json"
         old = json.loads(saved.read_text()) if saved.is_file() else {}
-        if old.get("run") == str(run_dir) and old.get("version") == FOLD_VERSION:
+        if (
+            old.get("run") == str(run_dir)
+            and old.get("version") == FOLD_VERSION
+            and old.get("run_fingerprint") == run_fingerprint(run_dir)
+        ):
             folds.append(old)
             continue
         fold = run_fold(held, samples, run_dir, args.workdir)

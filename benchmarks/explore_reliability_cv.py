@@ -79,7 +79,7 @@ def main() -> int:
         if rd is None:
             continue
         run = load_run(rd)
-        tag = f"seal-{rd.parent.name}-{rd.name}"
+        tag = b.seal_tag(rd)
         sz = {s: b.features(wd / "features", tag, samples[s], run.encoder) for s in samples}
         names_, expr, _ = measured_log1p_cp10k(samples[held])
         genes = variable_genes(names_, expr, run.panel.genes, n=50)

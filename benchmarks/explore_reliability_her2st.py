@@ -54,7 +54,7 @@ for held in b.SECTIONS:
     if rd is None:
         continue
     run = load_run(rd)
-    tag = f"seal-{rd.parent.name}-{rd.name}"
+    tag = b.seal_tag(rd)
     sz = {s: b.features(wd / "features", tag, samples[s], run.encoder) for s in samples}
     test = samples[held]
     names_, expr, depth = measured_log1p_cp10k(test)

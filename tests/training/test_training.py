@@ -345,3 +345,31 @@ def test_batchnorm_folding_keeps_the_default_encoder_output():
     assert 30 < folded < n_bn
     assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4)
     assert all(not p.requires_grad for n, p in model.named_parameters() if "lora" not in n)
+
+
+def test_view_cache_runs_the_prefix_in_the_steps_precision():
+    """bf16 autocast for the frozen prefix (as the steps run): close to fp32 and
+    actually applied (the cached activations differ from the fp32 ones)."""
+    from napari_seal.models.factory import create_encoder
+    from napari_seal.models.lora import apply_lora, default_lora_spec
+    from napari_seal.training._prefix import find_split, precompute_views
+
+    enc = create_encoder("test-vit")
+    model = apply_lora(enc.module, default_lora_spec(enc)).eval()
+    images = np.random.default_rng(0).integers(0, 255, (6, 64, 64, 3), dtype=np.uint8)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    split = find_split(model, block_regex=default_lora_spec(enc).block_regex, check=x)
+    norm = (torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.25))
+    kw = {"n_views": 2, "mode": "hard", "seed": 3, "norm": norm}
+    cpu = torch.device("cpu")
+    fp32 = list(precompute_views(split, images, device=cpu, **kw))[-1][1]
+    bf16 = list(
+        precompute_views(split, images, device=cpu, autocast=torch.bfloat16, **kw)
+    )[-1][1]
+    assert fp32.dtype == bf16.dtype == torch.float32
+    assert fp32.shape == bf16.shape == (2, 6, 17, 64)
+    cos = torch.nn.functional.cosine_similarity(
+        fp32.flatten(1), bf16.flatten(1), dim=1
+    )
+    assert float(cos.min()) > 0.999
+    assert not torch.equal(fp32, bf16)

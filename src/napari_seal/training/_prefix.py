@@ -171,14 +171,18 @@ def precompute_views(
     device: torch.device,
     batch_size: int = 64,
     max_bytes: float = 2 * 2**30,
+    autocast: torch.dtype | None = None,
 ):
     """Yield ``(k, None)`` per finished view, then ``(n_views, tensor)``.
 
     The tensor is ``(n_views, N, ...)`` float32 on the CPU: the boundary-block input of
     every augmented view of every patch. View ``k`` uses a generator seeded by
     ``(seed, k)``, so it is the same after a resume. ``(0, None)`` only, when the
-    cache would exceed ``max_bytes``.
+    cache would exceed ``max_bytes``. ``autocast`` (the training steps' dtype, or
+    ``None`` for fp32) runs the prefix as the steps run the rest of the encoder.
     """
+    from contextlib import nullcontext
+
     from napari_seal.training.augment import augment_batch
 
     n = len(images)
@@ -200,7 +204,14 @@ def precompute_views(
             x = ((x.to(device) - norm[0]) / norm[1]).contiguous(
                 memory_format=torch.channels_last
             )
-            cache[k, i : i + batch_size] = split.prefix(x).float().cpu()
+            ctx = (
+                torch.autocast(device_type=device.type, dtype=autocast)
+                if autocast is not None
+                else nullcontext()
+            )
+            with ctx:
+                feats = split.prefix(x)
+            cache[k, i : i + batch_size] = feats.float().cpu()
         yield k + 1, None
     yield n_views, cache
 
@@ -228,6 +239,8 @@ def cached_views(core, pairs, lora_spec, config, encoder, device):
     split = find_split(core.encoder, block_regex=lora_spec.block_regex, check=check)
     if split is None:
         return None
+    from napari_seal.training.model import autocast_dtype
+
     n_views = config.augment_views
     for k, cache in precompute_views(
         split,
@@ -237,6 +250,7 @@ def cached_views(core, pairs, lora_spec, config, encoder, device):
         seed=config.seed,
         norm=norm,
         device=device,
+        autocast=autocast_dtype(config.precision, device),
     ):
         if cache is not None:
             core.split = split
