@@ -36,6 +36,19 @@ from pathlib import Path
 import torch
 
 
+def tile_tissues(wsi) -> None:
+    """LazySlide's tissue detection and 224 px tiles at 0.5 um/px (on a coarser slide,
+    which it will not up-sample: the same 112 um field at level 0, resized later)."""
+    import lazyslide as zs
+
+    zs.pp.find_tissues(wsi)
+    slide_mpp = float(wsi.properties.mpp)
+    if slide_mpp <= 0.5:
+        zs.pp.tile_tissues(wsi, 224, mpp=0.5)
+    else:
+        zs.pp.tile_tissues(wsi, round(224 * 0.5 / slide_mpp))
+
+
 def lazyslide_run(slide: Path, module, mean, std, *, bf16: bool, batch: int) -> dict:
     import lazyslide as zs
     from torchvision.transforms import v2
@@ -44,12 +57,7 @@ def lazyslide_run(slide: Path, module, mean, std, *, bf16: bool, batch: int) -> 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         wsi = open_wsi(str(slide), store=str(Path(tmp) / "w.zarr"))
-        zs.pp.find_tissues(wsi)
-        slide_mpp = float(wsi.properties.mpp)
-        if slide_mpp <= 0.5:
-            zs.pp.tile_tissues(wsi, 224, mpp=0.5)
-        else:  # LazySlide does not up-sample: the same field at level 0, resized
-            zs.pp.tile_tissues(wsi, round(224 * 0.5 / slide_mpp))
+        tile_tissues(wsi)
         n = len(wsi["tiles"])
         setup = time.perf_counter() - t0
         transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),

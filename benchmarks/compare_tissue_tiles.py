@@ -43,17 +43,16 @@ DOWN = 8  # level-0 px per coverage-raster px
 
 def lazyslide_boxes(slide: Path) -> np.ndarray:
     """``(n, 4)`` level-0 ``x0, y0, x1, y1`` of the tiles LazySlide keeps."""
-    import lazyslide as zs
+    import sys
+
     from wsidata import open_wsi
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_vs_lazyslide import tile_tissues
 
     with tempfile.TemporaryDirectory() as tmp:
         wsi = open_wsi(str(slide), store=str(Path(tmp) / "w.zarr"))
-        zs.pp.find_tissues(wsi)
-        mpp = float(wsi.properties.mpp)
-        if mpp <= 0.5:
-            zs.pp.tile_tissues(wsi, 224, mpp=0.5)
-        else:
-            zs.pp.tile_tissues(wsi, round(224 * 0.5 / mpp))
+        tile_tissues(wsi)
         return np.array([g.bounds for g in wsi["tiles"].geometry], dtype=np.float64)
 
 
