@@ -181,8 +181,6 @@ def precompute_views(
     cache would exceed ``max_bytes``. ``autocast`` (the training steps' dtype, or
     ``None`` for fp32) runs the prefix as the steps run the rest of the encoder.
     """
-    from contextlib import nullcontext
-
     from napari_seal.training.augment import augment_batch
 
     n = len(images)
@@ -204,12 +202,9 @@ def precompute_views(
             x = ((x.to(device) - norm[0]) / norm[1]).contiguous(
                 memory_format=torch.channels_last
             )
-            ctx = (
-                torch.autocast(device_type=device.type, dtype=autocast)
-                if autocast is not None
-                else nullcontext()
-            )
-            with ctx:
+            with torch.autocast(
+                device.type, dtype=autocast, enabled=autocast is not None
+            ):
                 feats = split.prefix(x)
             cache[k, i : i + batch_size] = feats.float().cpu()
         yield k + 1, None
