@@ -4,11 +4,13 @@ A batch writer fills whole chunks (``StoreWriter.write_chunk``) while another pr
 writes random single tiles (``write_tiles``, as the viewer's on-demand embedder does)
 into the same store, both with the true values. Afterwards every tile flagged done must
 hold its true embedding; the script prints how many do not ("flagged but wrong"), per
-round. No lock exists between the two writers; this measures whether that matters.
+round. Both writers take the store's write lock
+(:mod:`napari_seal.embedding.store_lock`); ``--no-lock`` replaces it with a no-op in
+both processes, to see what it prevents.
 
 Usage::
 
-    python benchmarks/diag_store_race.py [--rounds 3] [--tile-writes 1500]
+    python benchmarks/diag_store_race.py [--rounds 3] [--tile-writes 1500] [--no-lock]
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ SIGNATURE = {"format": "napari-seal.embeddings/1", "slide": {"path": None},
              "encoder": {"name": "synthetic"}}
 
 
+def _unlock() -> None:
+    import contextlib
+
+    import napari_seal.embedding.store as store
+
+    store.store_write_lock = lambda path: contextlib.nullcontext()
+
+
 def _writer(path):
     from test_embed_helpers import array_slide, synthetic_he
 
@@ -44,7 +54,9 @@ def _truth(n):
     return np.repeat(np.arange(1, n + 1, dtype=np.float32)[:, None], 8, axis=1)
 
 
-def _batch(path):
+def _batch(path, no_lock=False):
+    if no_lock:
+        _unlock()
     w = _writer(path)
     t = _truth(w.n_tiles)
     for c in range(w.n_chunks):
@@ -53,7 +65,9 @@ def _batch(path):
         time.sleep(0.02)  # spread the chunks over the other writer's run
 
 
-def _live(path, n_writes, seed):
+def _live(path, n_writes, seed, no_lock=False):
+    if no_lock:
+        _unlock()
     w = _writer(path)
     t = _truth(w.n_tiles)
     rng = np.random.default_rng(seed)
@@ -66,6 +80,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tile-writes", type=int, default=1500)
+    ap.add_argument("--no-lock", action="store_true", help="writers without the lock")
     args = ap.parse_args()
     import zarr
 
@@ -74,8 +89,9 @@ def main() -> None:
     for r in range(args.rounds):
         path = Path(tempfile.mkdtemp()) / "s.zarr"
         w = _writer(path)
-        procs = [mp.Process(target=_batch, args=(path,)),
-                 mp.Process(target=_live, args=(path, args.tile_writes, r))]
+        procs = [mp.Process(target=_batch, args=(path, args.no_lock)),
+                 mp.Process(target=_live,
+                            args=(path, args.tile_writes, r, args.no_lock))]
         for p in procs:
             p.start()
         for p in procs:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 import napari_seal.training.runs as runs
+from napari_seal.embedding.store_lock import store_write_lock
 from napari_seal.embedding.tile_flags import (
     create_tile_done,
     tile_done_flags,
@@ -278,8 +279,9 @@ class StoreWriter:
 
     def write_tiles(self, index: np.ndarray, embeddings: np.ndarray) -> None:
         """Write single tiles, then their flags (:func:`~napari_seal.embedding.
-        tile_flags.write_tiles`)."""
-        write_tiles(self, index, embeddings)
+        tile_flags.write_tiles`), under the store's write lock."""
+        with store_write_lock(self.path):
+            write_tiles(self, index, embeddings)
 
     def todo_chunks(self) -> list[int]:
         """Chunks whose ``done`` flag is not set, in order."""
@@ -304,7 +306,11 @@ class StoreWriter:
             )
 
     def write_chunk(self, chunk: int, embeddings: np.ndarray) -> None:
-        """Write one chunk's embeddings, then (only then) its ``done`` flag."""
+        """Write one chunk's embeddings, then (only then) its ``done`` flag.
+
+        Under the store's write lock (:mod:`~napari_seal.embedding.store_lock`): a
+        tile write of another thread or process never interleaves with it.
+        """
         c0, c1 = self.chunk_range(chunk)
         if embeddings.shape != (c1 - c0, self.embeddings.shape[1]):
             msg = (
@@ -313,10 +319,13 @@ class StoreWriter:
             )
             raise RuntimeError(msg)
         try:
-            self.embeddings[c0:c1] = embeddings.astype(
-                self.embeddings.dtype, copy=False
-            )
-            self.done[chunk] = True
+            with store_write_lock(self.path):
+                self.embeddings[c0:c1] = embeddings.astype(
+                    self.embeddings.dtype, copy=False
+                )
+                self.done[chunk] = True
+        except OutputPathError:
+            raise
         except OSError as err:
             done = self.n_chunks - len(self.todo_chunks())
             msg = (
