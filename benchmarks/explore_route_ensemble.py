@@ -1,0 +1,113 @@
+"""Do the two gene-query routes add up? her2st leave one section out (issue 15).
+
+For the SEAL runs of a ``bench_gene_query_her2st.py`` workdir (trained there, or by a
+``--set`` recipe search there), scores each held-out section's spots with
+
+- ``omics-exemplar`` (the default route) and ``decoder``, as in that benchmark;
+- ``ensemble``: per gene, the mean of the two routes' scores after standardising each
+  over the held-out section's spots (a rank-free z-score: AUROC only sees the order);
+- ``ensemble-rank``: the same with each route's scores replaced by their ranks;
+
+and prints the mean AUROC over the 50 most variable panel genes per fold, plus ERBB2
+and GRB7 (the protocol and labels of ``bench_gene_query_her2st.py``). Uses that
+benchmark's feature cache, so it costs seconds per fold after it ran.
+
+Usage::
+
+    python benchmarks/explore_route_ensemble.py --workdir /tmp/gq-WORKDIR [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SECTIONS = ("C2", "C3", "C4", "C5", "C6")
+
+
+def _standardise(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    sd = m.std(axis=0)
+    return (m - m.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+
+def _ranks(m: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(np.asarray(m, dtype=np.float64), axis=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
+    from bench_gene_query_her2st import features, find_run, section_dirs, seal_tag
+
+    import napari_seal.evaluate.retrieval_metrics as ev
+    from napari_seal.io.hest import load_sample
+    from napari_seal.training.runs import load_run
+
+    dirs = section_dirs(args.workdir, list(SECTIONS))
+    samples = {s: load_sample(d) for s, d in dirs.items()}
+    names = {s: samples[s].name for s in samples}
+    methods = ("omics-exemplar", "decoder", "ensemble", "ensemble-rank")
+    rows = {}
+    for held in SECTIONS:
+        run_dir = find_run(held, names, args.workdir, own_only=True)
+        if run_dir is None:
+            print(f"{held}: no run in {args.workdir}")
+            continue
+        run = load_run(run_dir)
+        genes = list(run.panel.genes)
+        emb = features(args.workdir / "features", seal_tag(run_dir), samples[held],
+                       run.encoder)
+        ex = ev.gene_score_matrix(run, emb, genes, route="omics",
+                                  omics_query="exemplar")
+        dec = ev.gene_score_matrix(run, emb, genes, route="decoder")
+        scores = {
+            "omics-exemplar": ex,
+            "decoder": dec,
+            "ensemble": (_standardise(ex) + _standardise(dec)) / 2,
+            "ensemble-rank": (_ranks(ex) + _ranks(dec)) / 2,
+        }
+        rep = ev.evaluate_gene_queries(
+            run, samples[held], embeddings=emb, routes=(),
+            baselines={m: (scores[m], genes) for m in methods},
+        )
+        got = rep["methods"]
+        rows[held] = {
+            m: {"mean": got[m]["mean"], **{g: got[m]["markers"].get(g)
+                                           for g in ("ERBB2", "GRB7")}}
+            for m in methods
+        }
+        print(held, "  ".join(f"{m} {rows[held][m]['mean']:.3f}" for m in methods),
+              flush=True)
+    if not rows:
+        return 1
+    print("\nmethod | " + " | ".join(rows) + " | mean | ERBB2 | GRB7")
+    summary = {}
+    for m in methods:
+        per = [rows[h][m]["mean"] for h in rows]
+        erbb2 = float(np.mean([rows[h][m]["ERBB2"] for h in rows]))
+        grb7 = float(np.mean([rows[h][m]["GRB7"] for h in rows]))
+        summary[m] = {"mean": float(np.mean(per)), "ERBB2": erbb2, "GRB7": grb7}
+        print(f"{m} | " + " | ".join(f"{v:.3f}" for v in per)
+              + f" | {np.mean(per):.3f} | {erbb2:.3f} | {grb7:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"folds": rows, "summary": summary},
+                                        indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
