@@ -50,6 +50,16 @@ def _writer(path, grid):
     )
 
 
+def _hold(path):
+    """Another process that holds the store's lock until a line on its stdin."""
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _done(path, writer):
     group = zarr.open_group(path, mode="r")
     return tile_done_flags(group, writer.n_tiles, writer.chunk_tiles)
@@ -79,12 +89,7 @@ def test_a_tile_write_waits_for_another_threads_lock(tmp_path, grid):
 def test_a_chunk_write_waits_for_another_process_and_times_out(tmp_path, grid):
     path = tmp_path / "s.zarr"
     w = _writer(path, grid)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _hold(path)
     try:
         assert holder.stdout.readline().strip() == "locked"
         # the lock is the other process's: this process's threads cannot take it
@@ -116,12 +121,7 @@ def test_a_writer_that_died_holding_the_lock_does_not_block_the_store(
 ):
     path = tmp_path / "s.zarr"
     w = _writer(path, grid)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _hold(path)
     assert holder.stdout.readline().strip() == "locked"
     holder.kill()
     holder.wait(10)
