@@ -7,7 +7,7 @@ and total time of the collections per generation and thread during it.
 
 Usage::
 
-    python benchmarks/diag_embed_gc.py [--max-tiles 1500] [--workdir /tmp/napari-seal-gc]
+    python benchmarks/diag_embed_gc.py [--max-tiles 1500] [--workdir DIR]
 """
 
 from __future__ import annotations

@@ -33,8 +33,9 @@ def main() -> None:
     ap.add_argument("--late-ms", type=float, default=70.0)
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import napari_seal._widgets._stall as stall
     from bench_view import run_whole
+
+    import napari_seal._widgets._stall as stall
 
     last: list[float | None] = [None]
     main_id = threading.main_thread().ident

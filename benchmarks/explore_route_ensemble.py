@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
-    from bench_gene_query_her2st import features, find_run, section_dirs, seal_tag
+    from bench_gene_query_her2st import features, find_run, seal_tag, section_dirs
 
     import napari_seal.evaluate.retrieval_metrics as ev
     from napari_seal.io.hest import load_sample

@@ -94,9 +94,11 @@ def test_a_chunk_write_waits_for_another_process_and_times_out(tmp_path, grid):
         assert holder.stdout.readline().strip() == "locked"
         # the lock is the other process's: this process's threads cannot take it
         t0 = time.monotonic()
-        with pytest.raises(OutputPathError, match="locked by another writer"):
-            with store_write_lock(path, timeout_s=0.3):
-                pass
+        with (
+            pytest.raises(OutputPathError, match="locked by another writer"),
+            store_write_lock(path, timeout_s=0.3),
+        ):
+            pass
         assert time.monotonic() - t0 >= 0.3
         a, b = w.chunk_range(1)
         vals = np.full((b - a, 4), 2.0, np.float32)
