@@ -13,6 +13,10 @@ gene's median" (the protocol of ``napari_seal.evaluate.reliability_metrics``) of
   embedding to each training spot's cross-validated ``|residual|`` (a ridge predictor
   fitted leaving that spot's training section out), the neighbours' mean
   cross-validated ``|residual|``, and a ridge from the embedding to ``|measured z|``;
+- context the map does not use: the spot's depth foreseen from the image (a ridge to
+  the training spots' log1p total counts; the true depth as its oracle), the held-out
+  tile's spatial neighbours (SD of their predictions, the estimates averaged over
+  them), and rank means of these with expected error;
 - (not an AUROC) the fraction of the held-out spots the default threshold hides, at
   the default number of neighbours;
 - the prediction alone (mean ``|bank z - prediction|`` over every bank spot),
@@ -46,6 +50,17 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float):
     a = np.linalg.solve(xs @ xs.T + alpha * np.eye(len(xs)), y - ym)
     w = xs.T @ a
     return lambda z: ((z - mu) / sd) @ w + ym
+
+
+def log_depth(sample) -> np.ndarray:
+    """``log1p`` total raw counts per spot, in the sample's spot order."""
+    return np.log1p(np.asarray(sample.adata.X.sum(1), np.float64).ravel())
+
+
+def rank_columns(u: np.ndarray) -> np.ndarray:
+    """Each column's values replaced by their ranks scaled to [0, 1]."""
+    r = np.argsort(np.argsort(u, axis=0), axis=0).astype(np.float64)
+    return r / max(len(u) - 1, 1)
 
 
 def main() -> int:
@@ -94,10 +109,11 @@ def main() -> int:
 
         def zs(s, run=run, idx=idx, sz=sz):
             m = np.asarray(run.panel.expression(samples[s]), np.float32)
+            assert len(m) == samples[s].n_spots  # spot order kept
             keep = m.sum(1) > 0
-            return run.panel.zscore(m)[:, idx][keep], sz[s][keep]
+            return run.panel.zscore(m)[:, idx][keep], sz[s][keep], keep
 
-        mz, emb = zs(held)
+        mz, emb, hkeep = zs(held)
         pz = predz(emb)
         err = np.abs(pz - mz)
         lab = err > np.median(err, 0, keepdims=True)
@@ -108,6 +124,9 @@ def main() -> int:
 
         train = [s for s in samples if s != held]
         parts = [zs(s) for s in train]
+        tdepth = np.concatenate(
+            [log_depth(samples[s])[p[2]] for p, s in zip(parts, train, strict=True)]
+        )
         tz = np.concatenate([p[0] for p in parts])
         te = np.concatenate([p[1] for p in parts])
         ts = np.concatenate([np.full(len(p[0]), s) for p, s in zip(parts, train, strict=True)])
@@ -146,6 +165,37 @@ def main() -> int:
             np.abs(bz[None] - pz[:, None]).mean(1)
         )
         out["|predicted z|"] = score(np.abs(pz))
+        # context the reliability map does not use yet: depth foreseen from the image
+        # (low-depth spots have noisier CP10k), the spatial neighbourhood of the
+        # held-out tile (boundaries: which cells a spot catches), and rank combinations
+        pdepth = ridge_fit(te, tdepth[:, None], 1000.0)(emb)[:, 0]
+        low_depth = np.repeat(-pdepth[:, None], ng, 1)
+        out["image-predicted low depth"] = score(low_depth)
+        xy = samples[held].spots_xy[hkeep]
+        d = np.linalg.norm(xy[:, None] - xy[None], axis=2)
+        near = d <= 1.6 * samples[held].inter_spot_dist_um / samples[held].mpp
+        cnt = near.sum(1, keepdims=True)
+        loc_mean = (near @ pz) / cnt
+        loc_sd = np.sqrt(np.maximum((near @ pz**2) / cnt - loc_mean**2, 0))
+        out["spatial: SD of neighbours' predictions"] = score(loc_sd)
+        out["spatial: |prediction - neighbours' mean|"] = score(np.abs(pz - loc_mean))
+        v64 = bz[nidx[:, :64]]
+        spread64 = v64.std(1)
+        experr64 = np.abs(v64 - pz[:, None]).mean(1)
+        out["spatial: spread k64 averaged"] = score((near @ spread64) / cnt)
+        out["spatial: expected error k64 averaged"] = score((near @ experr64) / cnt)
+        combos = {
+            "rank mean: spread k64 + low depth": (spread64, low_depth),
+            "rank mean: expected error k64 + low depth": (experr64, low_depth),
+            "rank mean: expected error k64 + spatial SD": (experr64, loc_sd),
+            "rank mean: expected error + low depth + spatial SD": (
+                experr64, low_depth, loc_sd),
+        }
+        for label, terms in combos.items():
+            out[label] = score(sum(rank_columns(t) for t in terms))
+        hdepth = log_depth(samples[held])[hkeep]
+        out["oracle low depth (needs the ST data)"] = score(
+            np.repeat(-hdepth[:, None], ng, 1))
         out["ceiling: |measured z| (needs the answer)"] = score(np.abs(mz))
         res[held] = {m: float(np.nanmean(v)) for m, v in out.items()}
         # how much the default threshold hides (all spots, every panel gene / ERBB2)
