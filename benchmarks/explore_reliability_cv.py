@@ -95,7 +95,10 @@ def main() -> int:
             continue
         run = load_run(rd)
         tag = b.seal_tag(rd)
-        sz = {s: b.features(wd / "features", tag, samples[s], run.encoder) for s in samples}
+        sz = {
+            s: b.features(wd / "features", tag, samples[s], run.encoder)
+            for s in samples
+        }
         names_, expr, _ = measured_log1p_cp10k(samples[held])
         genes = variable_genes(names_, expr, run.panel.genes, n=50)
         pos = {g: i for i, g in enumerate(run.panel.genes)}
@@ -129,7 +132,9 @@ def main() -> int:
         )
         tz = np.concatenate([p[0] for p in parts])
         te = np.concatenate([p[1] for p in parts])
-        ts = np.concatenate([np.full(len(p[0]), s) for p, s in zip(parts, train, strict=True)])
+        ts = np.concatenate(
+            [np.full(len(p[0]), s) for p, s in zip(parts, train, strict=True)]
+        )
         out: dict[str, list[float]] = {}
         bz = bank_zscores(run)[:, idx]
         nb = neighbours(run, emb, k=len(bz))
@@ -159,7 +164,9 @@ def main() -> int:
             resid[m] = np.abs(ridge_fit(te[~m], tz[~m], 1000.0)(te[m]) - tz[m])
         out["learned |residual| ridge"] = score(ridge_fit(te, resid, 1000.0)(emb))
         for k in (16, 64):
-            out[f"neighbours' cv |residual| k{k}"] = score(resid[img_order[:, :k]].mean(1))
+            out[f"neighbours' cv |residual| k{k}"] = score(
+                resid[img_order[:, :k]].mean(1)
+            )
         out["ridge to |measured z|"] = score(ridge_fit(te, np.abs(tz), 1000.0)(emb))
         out["prediction only: mean |bank z - pred|"] = score(
             np.abs(bz[None] - pz[:, None]).mean(1)

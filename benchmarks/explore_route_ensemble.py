@@ -7,6 +7,10 @@ For the SEAL runs of a ``bench_gene_query_her2st.py`` workdir (trained there, or
 - ``ensemble``: per gene, the mean of the two routes' scores after standardising each
   over the held-out section's spots (a rank-free z-score: AUROC only sees the order);
 - ``ensemble-rank``: the same with each route's scores replaced by their ranks;
+- with ``--seed-workdir W`` (the same benchmark trained with another ``--set seed=N``):
+  ``exemplar, 2 seeds`` / ``decoder, 2 seeds``, the route's standardised scores
+  averaged over the two runs of the fold (an ensemble of LoRA seeds, at twice the
+  training and embedding cost), and ``exemplar (seed W)``, the second run alone;
 
 and prints the mean AUROC over the 50 most variable panel genes per fold, plus ERBB2
 and GRB7 (the protocol and labels of ``bench_gene_query_her2st.py``). Uses that
@@ -14,7 +18,8 @@ benchmark's feature cache, so it costs seconds per fold after it ran.
 
 Usage::
 
-    python benchmarks/explore_route_ensemble.py --workdir /tmp/gq-WORKDIR [--json OUT]
+    python benchmarks/explore_route_ensemble.py --workdir /tmp/gq-WORKDIR [--json OUT] \
+        [--seed-workdir /tmp/gq-SEED1]
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--seed-workdir", type=Path, default=None,
+                    help="a workdir trained with another --set seed=N")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -61,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     samples = {s: load_sample(d) for s, d in dirs.items()}
     names = {s: samples[s].name for s in samples}
     methods = ("omics-exemplar", "decoder", "ensemble", "ensemble-rank")
+    if args.seed_workdir:
+        methods += ("exemplar (seed W)", "exemplar, 2 seeds", "decoder, 2 seeds")
     rows = {}
     for held in SECTIONS:
         run_dir = find_run(held, names, args.workdir, own_only=True)
@@ -80,6 +89,23 @@ def main(argv: list[str] | None = None) -> int:
             "ensemble": (_standardise(ex) + _standardise(dec)) / 2,
             "ensemble-rank": (_ranks(ex) + _ranks(dec)) / 2,
         }
+        if args.seed_workdir:
+            rd2 = find_run(held, names, args.seed_workdir, own_only=True)
+            if rd2 is None:
+                print(f"{held}: no run in {args.seed_workdir}")
+                continue
+            run2 = load_run(rd2)
+            if list(run2.panel.genes) != genes:
+                msg = f"{held}: the two runs' panels differ"
+                raise SystemExit(msg)
+            emb2 = features(args.seed_workdir / "features", seal_tag(rd2),
+                            samples[held], run2.encoder)
+            ex2 = ev.gene_score_matrix(run2, emb2, genes, route="omics",
+                                       omics_query="exemplar")
+            dec2 = ev.gene_score_matrix(run2, emb2, genes, route="decoder")
+            scores["exemplar (seed W)"] = ex2
+            scores["exemplar, 2 seeds"] = (_standardise(ex) + _standardise(ex2)) / 2
+            scores["decoder, 2 seeds"] = (_standardise(dec) + _standardise(dec2)) / 2
         rep = ev.evaluate_gene_queries(
             run, samples[held], embeddings=emb, routes=(),
             baselines={m: (scores[m], genes) for m in methods},
