@@ -88,7 +88,8 @@ def test_public_api_names_are_stable_objects():
     for name in napari_seal.__all__:
         assert getattr(napari_seal, name) is first[name], name
         assert getattr(napari_seal, name) is getattr(napari_seal, name), name
-    assert callable(napari_seal.embed) and callable(napari_seal.predict_expression)
+    assert callable(napari_seal.embed)
+    assert callable(napari_seal.predict_expression)
     assert issubclass(napari_seal.SealError, Exception)
     # subpackages are namespaces
     assert napari_seal.predict.expression_image is not None
@@ -155,7 +156,8 @@ def test_layout_has_no_import_cycles_and_few_loose_modules():
     unit = lambda m: ".".join(m.split(".")[:2])  # noqa: E731
     units = {}
     for a, bs in edges.items():
-        units.setdefault(unit(a), set()).update(unit(b) for b in bs if unit(b) != unit(a))
+        units.setdefault(unit(a), set()).update(unit(b) for b in bs
+                                                if unit(b) != unit(a))
     assert has_cycle(units) is None, has_cycle(units)
     loose = [p for p in root.glob("*.py") if p.name != "_version.py"]
     assert len(loose) <= 15, sorted(p.name for p in loose)

@@ -20,7 +20,8 @@ def test_observers_see_changes_of_their_fields_only_and_once():
     state.set(store="t.zarr")
     assert all_seen == [("model", "runA"), ("store", "s.zarr"), ("store", "t.zarr")]
     assert store_seen == ["s.zarr", "t.zarr"]
-    assert state.model == "runA" and state.as_dict()["store"] == "t.zarr"
+    assert state.model == "runA"
+    assert state.as_dict()["store"] == "t.zarr"
     assert set(state.as_dict()) == set(FIELDS)
 
 
@@ -40,7 +41,8 @@ def test_a_failing_observer_neither_breaks_the_writer_nor_the_others(caplog):
     seen = []
 
     def broken(name, value):
-        raise RuntimeError("observer bug")
+        msg = "observer bug"
+        raise RuntimeError(msg)
 
     state.observe(broken)
     state.observe(lambda n, v: seen.append(v))

@@ -5,7 +5,8 @@ keyword-only)::
 
     import napari_seal as ns
 
-    ns.import_sample("legacy-st", [], counts=..., spots=..., image=..., out="samples/C2")
+    ns.import_sample("legacy-st", [], counts=..., spots=..., image=...,
+                     out="samples/C2")
     sample = ns.open_path("samples/C2")        # a sample folder, an h5ad, or a slide
     run = ns.train([sample], out="runs/seal")
     store = ns.embed(sample, "runs/seal", "C2.zarr")

@@ -1,4 +1,4 @@
-"""npe2 writers: File > Save Layers for spots (h5ad, GeoJSON) and overlays (GeoJSON, TIFF).
+"""npe2 writers: File > Save Layers for spots (h5ad, GeoJSON), overlays (GeoJSON, TIFF).
 
 Coordinates written are level-0 slide pixels ``(x, y)``, as QuPath, scanpy and HEST
 expect; layers carry micrometres, converted back with the ``mpp`` in their
@@ -20,8 +20,8 @@ def _mpp(meta: dict[str, Any]) -> float:
     mpp = (meta.get("metadata") or {}).get("napari_seal", {}).get("mpp")
     if not mpp:
         msg = (
-            "this layer has no pixel size (metadata['napari_seal']['mpp']); save layers "
-            "opened or made by napari-seal, or set the metadata"
+            "this layer has no pixel size (metadata['napari_seal']['mpp']); save "
+            "layers opened or made by napari-seal, or set the metadata"
         )
         raise BadInputError(msg)
     return float(mpp)
@@ -100,9 +100,9 @@ def _write_image(path: Path, data: Any, meta: dict[str, Any]) -> Path:
         import tifffile
 
         with atomic_path(path, suffix=".tif") as tmp:
-            tifffile.imwrite(tmp, values.astype(np.float32),
-                             metadata={"scale_um": list(meta.get("scale", (1, 1))),
-                                       "translate_um": list(meta.get("translate", (0, 0)))})
+            tags = {"scale_um": list(meta.get("scale", (1, 1))),
+                    "translate_um": list(meta.get("translate", (0, 0)))}
+            tifffile.imwrite(tmp, values.astype(np.float32), metadata=tags)
         return path
     if path.suffix != ".geojson":
         msg = f"cannot save an overlay as {path.suffix!r}; use .geojson or .tif"
@@ -129,10 +129,12 @@ def _write_image(path: Path, data: Any, meta: dict[str, Any]) -> Path:
             rings.append(np.round(np.column_stack([x, y]), 2).tolist())
         feats.append({"type": "Feature",
                       "geometry": {"type": "Polygon", "coordinates": rings},
-                      "properties": {"objectType": "annotation", "name": f"{label} top 10%",
+                      "properties": {"objectType": "annotation",
+                                     "name": f"{label} top 10%",
                                      "classification": {"name": str(label)},
                                      "threshold": thr}})
-    atomic_write_text(path, json.dumps({"type": "FeatureCollection", "features": feats}))
+    atomic_write_text(path, json.dumps({"type": "FeatureCollection",
+                                        "features": feats}))
     return path
 
 

@@ -45,7 +45,8 @@ class DemoResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        return {k: (str(v) if isinstance(v, Path) else v)
+                for k, v in self.__dict__.items()}
 
 
 def iter_demo(
@@ -81,7 +82,8 @@ def iter_demo(
     t0 = time.perf_counter()
     sample_dir = out / "sample"
     if not sample_dir.exists():
-        yield Progress("import", 0, 1, "samples", "importing the bundled her2st section")
+        yield Progress("import", 0, 1, "samples",
+                       "importing the bundled her2st section")
         import_sample("hest", [bundled_sample_path()], out=sample_dir)
     sample = load_sample(sample_dir)
     timings["import"] = time.perf_counter() - t0
@@ -117,7 +119,8 @@ def iter_demo(
     yield Progress("query", 0, 1, "queries", f"gene query {gene}")
     from napari_seal.retrieval.gene_query import iter_query
 
-    yield from iter_query(sample, run, gene, store=store, out=query_store, device=device)
+    yield from iter_query(sample, run, gene, store=store, out=query_store,
+                          device=device)
     timings["query"] = time.perf_counter() - t0 - sum(timings.values())
 
     result = DemoResult(out=out, sample_dir=sample_dir, run_dir=run_dir, store=store,
@@ -157,7 +160,8 @@ def _fine_tune(sample_dir: Path, run_dir: Path, *, epochs: int, max_steps: int |
     losses: list[dict[str, Any]] = []
     if (run_dir / runs.DONE).exists():
         return run_dir, _read_losses(run_dir)
-    config = config_from_preset("cpu", epochs=epochs, max_steps=max_steps, batch_size=32)
+    config = config_from_preset("cpu", epochs=epochs, max_steps=max_steps,
+                                batch_size=32)
     gen = iter_train([load_sample(sample_dir)], out=run_dir, config=config,
                      resume=run_dir.exists(), device=device)
     while True:

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from napari_seal.io.sample import SpatialSample
     from napari_seal.io.slide.core import Slide
 
-__all__ = ["lookup_layer", "sample_layers", "slide_layer", "spot_features", "spots_layer"]
+__all__ = ["lookup_layer", "sample_layers", "slide_layer", "spot_features",
+           "spots_layer"]
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 
@@ -147,9 +148,9 @@ def query_layers(result: Any, *, top_q: float = 0.1, mpp: float | None = None
 
 
 def lookup_layer(result: dict[str, Any],
-                 spot_positions: dict[str, dict[str, tuple[float, float]]],
-                 *, size_um: float) -> tuple[LayerDataTuple | None, list[dict[str, Any]]]:
-    """The nearest reference spots of an image -> expression lookup, as rings on a slide.
+                 spot_positions: dict[str, dict[str, tuple[float, float]]], *,
+                 size_um: float) -> tuple[LayerDataTuple | None, list[dict[str, Any]]]:
+    """The nearest reference spots of an image -> expression lookup as rings on a slide.
 
     Parameters
     ----------

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 #: the shared fields and their meaning
 FIELDS: dict[str, str] = {
-    "slide": "path reopened to compute on the shown slide (sample folder or slide file)",
+    "slide":
+        "path reopened to compute on the shown slide (sample folder or slide file)",
     "slide_name": "the slide layer's name",
     "mpp": "the slide's level-0 pixel size (um)",
     "model": "SEAL run folder (or saved head) used to predict; None: the shipped model",
@@ -61,11 +62,14 @@ class ExploreState:
         """A copy of every field."""
         return dict(self._values)
 
-    def observe(self, callback: Observer, fields: tuple[str, ...] | None = None) -> None:
-        """Call ``callback(name, value)`` after each change of ``fields`` (default: all)."""
+    def observe(self, callback: Observer,
+                fields: tuple[str, ...] | None = None) -> None:
+        """Call ``callback(name, value)`` after each change of ``fields``
+        (default: all)."""
         unknown = set(fields or ()) - set(FIELDS)
         if unknown:
-            msg = f"unknown state field(s) {sorted(unknown)}; fields: {', '.join(FIELDS)}"
+            msg = (f"unknown state field(s) {sorted(unknown)}; "
+                   f"fields: {', '.join(FIELDS)}")
             raise KeyError(msg)
         self._observers.append((callback, frozenset(fields) if fields else None))
 
@@ -77,7 +81,8 @@ class ExploreState:
         """Change fields and notify their observers, in the order given."""
         unknown = set(changes) - set(FIELDS)
         if unknown:
-            msg = f"unknown state field(s) {sorted(unknown)}; fields: {', '.join(FIELDS)}"
+            msg = (f"unknown state field(s) {sorted(unknown)}; "
+                   f"fields: {', '.join(FIELDS)}")
             raise KeyError(msg)
         changed = [(k, v) for k, v in changes.items() if self._values.get(k) != v]
         for key, value in changed:
@@ -96,7 +101,7 @@ _STATES: WeakKeyDictionary[Any, ExploreState] = WeakKeyDictionary()
 
 
 def state_for(owner: Any) -> ExploreState:
-    """The one :class:`ExploreState` of ``owner`` (a napari viewer), made on first use."""
+    """The one :class:`ExploreState` of ``owner`` (napari viewer), made on first use."""
     state = _STATES.get(owner)
     if state is None:
         state = _STATES[owner] = ExploreState()

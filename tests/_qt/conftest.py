@@ -1,1 +1,2 @@
-"""Tests of _qt/: Everything that needs a napari viewer (under Xvfb): reader, widgets, demo."""
+"""Tests of _qt/: Everything that needs a napari viewer (under Xvfb): reader, widgets,
+demo."""

@@ -71,11 +71,12 @@ def install(recorder: Recorder, monkeypatch) -> None:
 
     for name, value in (("getOpenFileName", ("", "")), ("getSaveFileName", ("", "")),
                         ("getOpenFileNames", ([], "")), ("getExistingDirectory", "")):
-        monkeypatch.setattr(QFileDialog, name, staticmethod(lambda *a, _v=value, **k: _v))
+        monkeypatch.setattr(QFileDialog, name,
+                            staticmethod(lambda *a, _v=value, **k: _v))
 
 
 class Lateness:
-    """A 50 ms QTimer; ``worst_ms`` is its latest tick (how long the loop was blocked)."""
+    """A 50 ms QTimer; ``worst_ms``: its latest tick (how long the loop was blocked)."""
 
     def __init__(self):
         self.worst_ms = 0.0
@@ -104,7 +105,8 @@ class Lateness:
 
 def modal_dialogs() -> list[str]:
     app = QApplication.instance()
-    shown = [type(w).__name__ for w in app.topLevelWidgets() if w.isVisible() and w.isModal()]
+    shown = [type(w).__name__ for w in app.topLevelWidgets()
+             if w.isVisible() and w.isModal()]
     if app.activeModalWidget() is not None:
         shown.append(type(app.activeModalWidget()).__name__)
     return shown
@@ -144,7 +146,8 @@ class ChaosSession:
         return self.rng.choice([str(good) + suffix] * 3 + [self._bad_path()])
 
     def _gene(self) -> str:
-        return self.rng.choice(["", "NOTAGENE13", self.genes[0], self.rng.choice(self.genes),
+        return self.rng.choice(["", "NOTAGENE13", self.genes[0],
+                                self.rng.choice(self.genes),
                                 self.genes[0].lower(), ",".join(self.genes[:2]),
                                 f"{self.genes[0]}:1,{self.genes[1]}:-1", "ERBB2:x",
                                 "::,", "\x00"])
@@ -166,15 +169,17 @@ class ChaosSession:
             "load.mpp": lambda: load.mpp_spin.setValue(self.rng.choice([0, 0.5, 100])),
             "load.browse": lambda: [b.click() for b in load.findChildren(QPushButton)
                                     if b.text() == "…"],
-            "embed.encoder": lambda: embed.encoder_combo.setCurrentIndex(max(0, embed.encoder_combo.findData(
-                self.rng.choice(["test-vit", "test-vit", "uni", "default"]
-                                if self.long_jobs else ["test-vit", "uni"])))),
+            "embed.encoder": lambda: embed.encoder_combo.setCurrentIndex(max(
+                0, embed.encoder_combo.findData(self.rng.choice(
+                    ["test-vit", "test-vit", "uni", "default"]
+                    if self.long_jobs else ["test-vit", "uni"])))),
             "embed.weights": lambda: self._set(embed.weights_edit, self.rng.choice(
                 ["", "", self._bad_path()])),
             "embed.run_dir": lambda: self._set(embed.run_edit, self.rng.choice(
                 ["", str(self.run), self._bad_path()])),
             "embed.store": lambda: self._set(embed.store_edit, self._out("stores")),
-            "embed.batch": lambda: embed.batch_spin.setValue(self.rng.choice([1, 7, 64])),
+            "embed.batch": lambda: embed.batch_spin.setValue(
+                self.rng.choice([1, 7, 64])),
             "embed.run": lambda: embed.run_button.click(),
             "embed.cancel": lambda: embed.cancel_button.click(),
             "expr.store": lambda: self._set(expr.store_edit, self.rng.choice(
@@ -192,7 +197,8 @@ class ChaosSession:
             "query.store": lambda: self._set(query.store_edit, self.rng.choice(
                 [str(self.store), "", self._bad_path()])),
             "query.text": lambda: self._set(query.query_edit, self._gene()),
-            "query.route": lambda: query.route_combo.setCurrentIndex(self.rng.randrange(2)),
+            "query.route": lambda: query.route_combo.setCurrentIndex(
+                self.rng.randrange(2)),
             "query.q": lambda: query.q_spin.setValue(self.rng.choice([0.01, 0.1, 1.0])),
             "query.run": lambda: query.run_button.click(),
             "query.tile": lambda: (query.gallery.itemClicked.emit(query.gallery.item(0))
@@ -200,8 +206,9 @@ class ChaosSession:
             "query.alt_click": self._alt_click,
             "ft.add": lambda: ft.add_button.click(),
             "ft.add_loaded": lambda: ft.add_loaded_button.click(),
-            "ft.encoder": lambda: ft.encoder_combo.setCurrentIndex(max(0, ft.encoder_combo.findData(
-                self.rng.choice(["test-vit", "test-vit", "uni"])))),
+            "ft.encoder": lambda: ft.encoder_combo.setCurrentIndex(max(
+                0, ft.encoder_combo.findData(
+                    self.rng.choice(["test-vit", "test-vit", "uni"])))),
             "ft.preset": lambda: ft.preset_combo.setCurrentText(
                 self.rng.choice(["cpu-smoke", "cpu-smoke", "paper"])),
             "ft.steps": lambda: ft.steps_spin.setValue(self.rng.choice(
@@ -217,8 +224,10 @@ class ChaosSession:
             "explore.gene": lambda: self._set(ex.gene_edit, self._gene()),
             "explore.show": lambda: ex.show_button.click(),
             "explore.enter": lambda: ex.gene_edit.returnPressed.emit(),
-            "explore.paint": lambda: ex.paint_combo.setCurrentIndex(self.rng.randrange(3)),
-            "explore.cmap": lambda: ex.cmap_combo.setCurrentIndex(self.rng.randrange(5)),
+            "explore.paint": lambda: ex.paint_combo.setCurrentIndex(
+                self.rng.randrange(3)),
+            "explore.cmap": lambda: ex.cmap_combo.setCurrentIndex(
+                self.rng.randrange(5)),
             "layer.remove": self._remove_layer,
             "layer.remove_all": lambda: self.viewer.layers.clear(),
             "wait": lambda: self.qtbot.wait(self.rng.choice([50, 300, 1000])),
@@ -250,8 +259,8 @@ class ChaosSession:
             return
         for widget in self.widgets.values():
             live = getattr(widget, "live", None)  # the Explore dock's live view
-            for job in (getattr(widget, "job", None), getattr(widget, "bench_job", None),
-                        getattr(live, "job", None)):
+            for job in (getattr(widget, "job", None),
+                        getattr(widget, "bench_job", None), getattr(live, "job", None)):
                 if job is not None and all(job is not j for j in self.jobs):
                     self.jobs.append(job)
 
@@ -261,7 +270,8 @@ class ChaosSession:
         for i in range(n_actions):
             name = self.rng.choice(names)
             lateness.last_action = f"{i}:{name}"
-            if os.environ.get("NAPARI_SEAL_CHAOS_TRACE"):  # see the action before a crash
+            # see the action before a crash
+            if os.environ.get("NAPARI_SEAL_CHAOS_TRACE"):
                 print(f"chaos {i}: {name}", file=sys.stderr, flush=True)
             detail = table[name]()
             if os.environ.get("NAPARI_SEAL_CHAOS_TRACE"):
@@ -291,7 +301,8 @@ class ChaosSession:
                 embed.encoder_combo.setCurrentIndex(embed.encoder_combo.findData("test-vit"))
                 embed.run_edit.setText("")
                 embed.weights_edit.setText("")
-                embed.store_edit.setText(str(self.ws / "stores" / "closed-mid-job.zarr"))
+                store = self.ws / "stores" / "closed-mid-job.zarr"
+                embed.store_edit.setText(str(store))
                 embed.run_button.click()
             self._collect_jobs()
         self.qtbot.wait(self.rng.choice([100, 1500]))

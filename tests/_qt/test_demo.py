@@ -1,4 +1,4 @@
-"""The main job: `napari-seal demo` end to end (short settings), report with pictures."""
+"""The main job: `napari-seal demo` end to end (short settings), report and pictures."""
 
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ def test_demo_writes_report_with_screenshots(tmp_path, qapp):
     for name in ("01_spots.png", "02_predicted.png", "03_query.png", "04_losses.png"):
         assert f"images/{name}" in report
         img = np.asarray(Image.open(out / "images" / name))
-        assert img.shape[0] > 200 and img.std() > 5  # a real picture, not a blank
+        assert img.shape[0] > 200
+        assert img.std() > 5  # a real picture, not a blank
     # the overlay recolours the tissue: the predicted screenshot differs from spots
     a = np.asarray(Image.open(out / "images" / "01_spots.png").convert("RGB"), float)
-    b = np.asarray(Image.open(out / "images" / "02_predicted.png").convert("RGB"), float)
+    b = np.asarray(Image.open(out / "images" / "02_predicted.png").convert("RGB"),
+                   float)
     h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
     assert np.abs(a[:h, :w] - b[:h, :w]).mean() > 2
     assert (out / "run" / "DONE").exists()
@@ -66,10 +68,12 @@ def test_demo_report_quotes_the_default_route_of_the_shipped_model():
 
     info = shipped_model_info()
     lines = _shipped_lines(
-        SimpleNamespace(shipped_info=info, gene="ERBB2", shipped_pearson={"ERBB2": 0.3}),
+        SimpleNamespace(shipped_info=info, gene="ERBB2",
+                        shipped_pearson={"ERBB2": 0.3}),
         {"shipped": "s.png"},
     )
     text = "\n".join(lines)
     ex = info["held_out"]["gene_query_auroc"]["omics-exemplar"]
-    assert f"omics (exemplar, the default) route: mean / ERBB2 | {ex['mean']:.3f}" in text
+    want = f"omics (exemplar, the default) route: mean / ERBB2 | {ex['mean']:.3f}"
+    assert want in text
     assert "decoder route" in text

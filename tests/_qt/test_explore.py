@@ -49,7 +49,11 @@ def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
     from napari_seal.io.hest import bundled_sample_path
     from napari_seal.io.workspace import workspace_root
     from napari_seal.models.shipped import shipped_run_path
-    from napari_seal.predict.expression import expression_head, expression_image, open_store
+    from napari_seal.predict.expression import (
+        expression_head,
+        expression_image,
+        open_store,
+    )
     from napari_seal.state import state_for
 
     errors = []
@@ -61,7 +65,8 @@ def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
     actions = 0
     viewer.open_sample("napari-seal", "her2st")  # File > Open Sample > her2st
     actions += 1
-    assert viewer.layers[0].metadata["napari_seal"]["source"] == str(bundled_sample_path())
+    source = viewer.layers[0].metadata["napari_seal"]["source"]
+    assert source == str(bundled_sample_path())
     _, widget = viewer.window.add_plugin_dock_widget("napari-seal", "Explore")
     actions += 1  # Plugins > napari-seal > Explore
     assert widget.slide_label.text() == viewer.layers[0].name
@@ -73,7 +78,8 @@ def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
     before = np.asarray(viewer.screenshot(canvas_only=True, flash=False))
     _type(qtbot, widget.gene_edit, "erbb2")  # lower case: matched to ERBB2
     actions += 1
-    assert actions == 3 and not errors, errors
+    assert actions == 3, errors
+    assert not errors, errors
     _until(lambda: (widget.live is not None and widget.live.last is not None
                     and widget.live.last.view_complete)
            or (widget.live is not None and widget.live.job.error is not None),
@@ -101,7 +107,8 @@ def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
     exact[overlay.rows[overlay.exact], overlay.cols[overlay.exact]] = True
     both = exact & np.isfinite(shown) & np.isfinite(np.asarray(batch))
     assert both.sum() >= first.view_total
-    np.testing.assert_allclose(shown[both], np.asarray(batch)[both], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(shown[both], np.asarray(batch)[both],
+                               rtol=1e-4, atol=1e-5)
 
     # measured vs predicted at the sample's spots, once the view is complete
     _until(lambda: widget.compare is not None or (
@@ -111,11 +118,13 @@ def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
     from napari_seal.predict.spots import compare_at_spots, spot_predictions
 
     sample = load_sample(bundled_sample_path())
-    predicted = spot_predictions(sample, store_path, shipped_run_path(), genes=["ERBB2"])
+    predicted = spot_predictions(sample, store_path, shipped_run_path(),
+                                 genes=["ERBB2"])
     want = compare_at_spots(sample, predicted, "ERBB2")
     n_pred = int(np.isfinite(np.asarray(predicted.X, dtype=float)).sum())
     assert widget.compare["n_spots"] == n_pred >= 0.9 * sample.n_spots
-    assert widget.compare["r"] == want and np.isfinite(want)
+    assert widget.compare["r"] == want
+    assert np.isfinite(want)
     assert f"r = {want:.2f}" in widget.compare_label.text()
 
     # rendered: the tissue changed colour under the overlay
@@ -133,16 +142,21 @@ def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
     _type(qtbot, widget.gene_edit, "GRB7")
     _until(lambda: layer.name == "GRB7", 10)
     switch_s = time.perf_counter() - t0
-    assert widget.live is live and switch_s < 3.0, switch_s
+    assert widget.live is live
+    assert switch_s < 3.0, switch_s
     assert live.engine.tiles_computed == computed
     grb7, _, _ = expression_image(store, head, "GRB7")
     shown = np.asarray(layer.data)
-    np.testing.assert_allclose(shown[both], np.asarray(grb7)[both], rtol=1e-4, atol=1e-5)
-    assert state.gene == "GRB7" and state.route == "expression"
+    np.testing.assert_allclose(shown[both], np.asarray(grb7)[both],
+                               rtol=1e-4, atol=1e-5)
+    assert state.gene == "GRB7"
+    assert state.route == "expression"
 
     # a typo: a message with the nearest genes, the overlay stays
     _type(qtbot, widget.gene_edit, "ERBB22")
-    assert errors and "ERBB2" in errors[-1] and "nearest" in errors[-1]
+    assert errors
+    assert "ERBB2" in errors[-1]
+    assert "nearest" in errors[-1]
     assert layer.name == "GRB7"
 
     # a dock opened later takes the model and the store from the shared state
@@ -154,7 +168,8 @@ def test_three_actions_to_predicted_erbb2_then_instant_gene_switch(
     print(f"explore: {first.view_total} tiles in view, switch {1000 * switch_s:.0f} ms")
 
 
-def test_panel_steers_a_live_view_started_elsewhere(make_napari_viewer, qtbot, tiny_run):
+def test_panel_steers_a_live_view_started_elsewhere(make_napari_viewer, qtbot,
+                                                     tiny_run):
     """``napari-seal view`` docks the panel on its own overlay (ExploreWidget.adopt)."""
     from napari_seal._widgets._explore import ExploreWidget
     from napari_seal._widgets._live import LiveOverlayView
@@ -188,7 +203,8 @@ def test_panel_steers_a_live_view_started_elsewhere(make_napari_viewer, qtbot, t
     computed = live.engine.tiles_computed
     _type(qtbot, panel.gene_edit, genes[1])
     _until(lambda: live.layer.name == genes[1], 10)
-    assert panel.live is live and live.engine.tiles_computed == computed
+    assert panel.live is live
+    assert live.engine.tiles_computed == computed
 
 
 def test_model_prepared_while_typing_and_unreliable_tiles_hidden(
@@ -206,7 +222,8 @@ def test_model_prepared_while_typing_and_unreliable_tiles_hidden(
     panel = ExploreWidget(viewer)
     viewer.window.add_dock_widget(panel, name="Explore")
     panel.offer_model(str(tiny_run))
-    _until(lambda: panel._prepared is not None and panel._prepared[0][1] == str(tiny_run)
+    _until(lambda: panel._prepared is not None
+           and panel._prepared[0][1] == str(tiny_run)
            and panel._prepared[1].done(), 120)
     run, engine = panel._prepared[1].result()
     assert panel.reliability.show_check.isEnabled()  # the run has a reference bank
@@ -216,10 +233,12 @@ def test_model_prepared_while_typing_and_unreliable_tiles_hidden(
     live = panel.live
     _until(lambda: live.last is not None and live.last.view_complete
            or live.job.error is not None, 120)
-    assert live.job.error is None and live.engine is engine  # the prepared one
+    assert live.job.error is None
+    assert live.engine is engine  # the prepared one
     _wait_idle(live)
     last = live.last
-    assert last.uncertainty is not None and live.hidden == 0
+    assert last.uncertainty is not None
+    assert live.hidden == 0
     painted = np.isfinite(last.image)
     end = time.monotonic() + 0.5
     while time.monotonic() < end:
@@ -251,7 +270,8 @@ def test_model_prepared_while_typing_and_unreliable_tiles_hidden(
                                   live.last.uncertainty)
     panel.reliability.hide_check.setChecked(False)
     panel.reliability.show_check.setChecked(False)
-    assert LIVE_UNCERTAINTY not in viewer.layers and live.hidden == 0
+    assert LIVE_UNCERTAINTY not in viewer.layers
+    assert live.hidden == 0
     assert UNCERTAINTY in viewer.layers  # another dock's map is left alone
     np.testing.assert_array_equal(np.asarray(live.layer.data), live.last.image)
 
@@ -273,7 +293,11 @@ def test_encoder_with_a_saved_head_in_the_panel(make_napari_viewer, qtbot, tmp_p
     predicted expression painted live (equal to the batch prediction), no reliability
     map, and query scores refused with a message."""
     from napari_seal._widgets.view_jobs import EncoderWithHead
-    from napari_seal.predict.expression import expression_head, expression_image, open_store
+    from napari_seal.predict.expression import (
+        expression_head,
+        expression_image,
+        open_store,
+    )
 
     errors = []
     monkeypatch.setattr("napari_seal._widgets._common.show_error", errors.append)
@@ -285,26 +309,34 @@ def test_encoder_with_a_saved_head_in_the_panel(make_napari_viewer, qtbot, tmp_p
     viewer.window.add_dock_widget(panel, name="Explore")
     model = EncoderWithHead("color-stats", str(head_file))
     panel.offer_model(model)
-    assert panel.model_path() == model and not errors
+    assert panel.model_path() == model
+    assert not errors
     assert "color-stats + head head.safetensors" in panel.model_combo.currentText()
     assert not panel.reliability.show_check.isEnabled()
     panel.paint_combo.setCurrentIndex(1)  # a query score: needs a run
     _type(qtbot, panel.gene_edit, head.genes[0])
-    assert errors and "SEAL run" in errors[-1] and panel.live is None
+    assert errors
+    assert "SEAL run" in errors[-1]
+    assert panel.live is None
     panel.paint_combo.setCurrentIndex(0)
     _type(qtbot, panel.gene_edit, head.genes[0])
     live = panel.live
     _until(lambda: live.last is not None and live.last.view_complete
            or live.job.error is not None, 120)
-    assert live.job.error is None and live.last.uncertainty is None
-    batch, _, _ = expression_image(open_store(live.engine.store_path), head, head.genes[0])
+    assert live.job.error is None
+    assert live.last.uncertainty is None
+    batch, _, _ = expression_image(open_store(live.engine.store_path), head,
+                                   head.genes[0])
     ov = live.overlay
     r, c = ov.rows[ov.exact], ov.cols[ov.exact]
-    np.testing.assert_allclose(np.asarray(live.layer.data)[r, c], np.asarray(batch)[r, c],
-                               rtol=1e-4, atol=1e-5)
-    panel.offer_model(EncoderWithHead("color-stats", str(tmp_path / "missing.safetensors")))
-    assert "missing.safetensors" in errors[-1] and "check the path" in errors[-1]
-    assert panel.head is not None and live.layer in viewer.layers  # nothing lost
+    np.testing.assert_allclose(np.asarray(live.layer.data)[r, c],
+                               np.asarray(batch)[r, c], rtol=1e-4, atol=1e-5)
+    missing = str(tmp_path / "missing.safetensors")
+    panel.offer_model(EncoderWithHead("color-stats", missing))
+    assert "missing.safetensors" in errors[-1]
+    assert "check the path" in errors[-1]
+    assert panel.head is not None
+    assert live.layer in viewer.layers  # nothing lost
     # the entry that failed is gone and the combo shows the model still in use
     assert panel.model_path() == model
     assert not any("missing" in panel.model_combo.itemText(i)
@@ -313,7 +345,8 @@ def test_encoder_with_a_saved_head_in_the_panel(make_napari_viewer, qtbot, tmp_p
     n_entries = panel.model_combo.count()
     panel.offer_model(tmp_path / "not_a_run")
     assert "not a finished SEAL run" in errors[-1]
-    assert panel.model_path() == model and panel.model_combo.count() == n_entries
+    assert panel.model_path() == model
+    assert panel.model_combo.count() == n_entries
     panel.offer_model(model)  # offered again: the same entry, not a second one
     assert sum(panel.model_combo.itemData(i) == model
                for i in range(panel.model_combo.count())) == 1

@@ -24,8 +24,8 @@ from napari_seal.io.hest import bundled_sample_path
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCK_MS = 1000.0
-SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache",
-             "node_modules", "build", "dist"}
+SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis",
+             ".ruff_cache", "node_modules", "build", "dist"}
 # what napari-seal writes: run files, stores, temporaries, default output names
 OURS = re.compile(r"(\.zarr|\.safetensors|\.tmp-|^DONE$|^metrics\.jsonl$|^panel\.json$"
                   r"|^checkpoints$|^seal-run|\.embeddings)")
@@ -47,7 +47,8 @@ def _tree(root: Path) -> dict[str, tuple[int, float]]:
 
 def _ours_changed(before: dict, after: dict) -> list[str]:
     changed = [p for p, v in after.items() if before.get(p) != v]
-    return sorted(p for p in changed if any(OURS.search(part) for part in Path(p).parts))
+    return sorted(p for p in changed
+                  if any(OURS.search(part) for part in Path(p).parts))
 
 
 def _check_finished_work(session: ChaosSession, run: Path, store: Path) -> list[str]:
@@ -59,7 +60,8 @@ def _check_finished_work(session: ChaosSession, run: Path, store: Path) -> list[
     checked = []
     for job in session.jobs:
         result = job.result
-        if job.error is not None or job.cancelled or not isinstance(result, (str, Path)):
+        if (job.error is not None or job.cancelled
+                or not isinstance(result, (str, Path))):
             continue
         path = Path(result)
         if (path / "DONE").exists():
@@ -85,8 +87,9 @@ def _play(seed, n_actions, *, long_jobs, close, make_napari_viewer, qtbot, tmp_p
     recorder = Recorder()
     install(recorder, monkeypatch)
     viewer = make_napari_viewer(show=True)
-    session = ChaosSession(viewer, qtbot, rng, workspace, run=tiny_run, store=tiny_store,
-                           genes=list(load_run(tiny_run).panel.genes), long_jobs=long_jobs)
+    session = ChaosSession(viewer, qtbot, rng, workspace, run=tiny_run,
+                           store=tiny_store, genes=list(load_run(tiny_run).panel.genes),
+                           long_jobs=long_jobs)
     # napari's first layer of a process costs ~0.9 s of its own set-up on the GUI
     # thread (shaders, visuals; measured: 0.57 + 0.28 s, then 0.16 + 0.16 s per sample):
     # paid here, outside the window, as any earlier file opening would have paid it
@@ -130,7 +133,8 @@ def _is_seal_error(err) -> bool:
     return isinstance(err, SealError)
 
 
-FAST = [(1301, 30, False), (1302, 30, True)]  # (seed, actions, close the viewer mid-job)
+# (seed, actions, close the viewer mid-job)
+FAST = [(1301, 30, False), (1302, 30, True)]
 
 
 @pytest.mark.parametrize(("seed", "n_actions", "close"), FAST)

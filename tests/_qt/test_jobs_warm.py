@@ -48,7 +48,8 @@ def test_jobs_load_no_compiled_module_after_warm_imports(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["compiled"] == [], (
-        "add these to napari_seal._widgets.jobs._HEAVY: " + ", ".join(report["compiled"])
+        "add these to napari_seal._widgets.jobs._HEAVY: "
+        + ", ".join(report["compiled"])
     )
 
 

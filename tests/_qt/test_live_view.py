@@ -92,7 +92,7 @@ def test_overlay_first_where_the_camera_looks_then_pans(make_napari_viewer, tmp_
     _until(lambda: live.last is not None and live.last.view_complete)
     engine = live.engine
     first = updates[0]
-    assert 0 < first.view_done
+    assert first.view_done > 0
     visible_a = engine.visible_tiles()
     assert engine.known[visible_a].all()
     far = np.setdiff1d(np.arange(len(engine.grid.tile_ids)), visible_a)
@@ -111,7 +111,8 @@ def test_overlay_first_where_the_camera_looks_then_pans(make_napari_viewer, tmp_
     _until(lambda: len(updates) > n_before and updates[-1].view_complete)
     visible_b = engine.visible_tiles()
     new = np.flatnonzero(engine.known & ~known_before)
-    assert new.size and set(new) <= set(visible_b)  # computed only in the new view
+    assert new.size
+    assert set(new) <= set(visible_b)  # computed only in the new view
     assert engine.known[visible_a].all()  # finished tiles are kept
     live.cancel()
     _until(lambda: not live.job.running)
@@ -131,7 +132,6 @@ def test_overlay_first_where_the_camera_looks_then_pans(make_napari_viewer, tmp_
 
 def test_closing_the_viewer_cancels(make_napari_viewer, tmp_path):
     from napari_seal._widgets._live import LiveOverlayView
-
     from napari_seal.layers import slide_layer
 
     slide = _slide()
@@ -194,14 +194,16 @@ def test_view_exit_when_ready_writes_json_and_screenshot(tiny_run, tmp_path, vie
     # the model and tissue mask were started before the window opened (not after)
     assert d["prepare_s"][0] < 0 <= d["prepare_s"][1] - d["prepare_s"][0]
     store = Path(d["store"])
-    assert store.is_dir() and Path(view_env["NAPARI_SEAL_CACHE"]) in store.parents
+    assert store.is_dir()
+    assert Path(view_env["NAPARI_SEAL_CACHE"]) in store.parents
     # the workspace rule: nothing beside the input, nothing into the package
     assert _tree(sample) == before_sample
     assert _tree(PACKAGE / "data") == before_data
     from PIL import Image
 
     img = np.asarray(Image.open(shot))[..., :3].astype(int)
-    assert img.shape[0] > 100 and img.std() > 5
+    assert img.shape[0] > 100
+    assert img.std() > 5
     # the store is the one `predict` would use: every visible tile flagged
     from napari_seal.predict.expression import open_store
 
@@ -223,7 +225,8 @@ def test_view_bad_input_exits_2_with_one_line(tiny_run, view_env, extra, needle)
                       "--exit-when-ready"], view_env, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and needle in lines[0]
+    assert len(lines) == 1
+    assert needle in lines[0]
 
 
 def test_view_with_an_encoder_and_a_saved_head_docks_the_panel(tmp_path, view_env):
@@ -236,9 +239,12 @@ def test_view_with_an_encoder_and_a_saved_head_docks_the_panel(tmp_path, view_en
     gene = expression_head(head).genes[0]
     out = tmp_path / "view.json"
     proc = _run_view([str(bundled_sample_path()), "--encoder", "color-stats", "--head",
-                      str(head), "--gene", gene, "--exit-when-ready", "--json", str(out)],
+                      str(head), "--gene", gene, "--exit-when-ready", "--json",
+                      str(out)],
                      view_env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     d = json.loads(out.read_text())
-    assert d["panel"] is True and d["model"] == "color-stats"
-    assert d["visible_tiles"] > 0 and d["visible_complete_s"] > 0
+    assert d["panel"] is True
+    assert d["model"] == "color-stats"
+    assert d["visible_tiles"] > 0
+    assert d["visible_complete_s"] > 0

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 from qtpy.QtWidgets import QApplication
-
 from test_widgets_jobs import _load, _save, wait_for_job
 
 from napari_seal._widgets._live import camera_of
@@ -75,7 +74,8 @@ def test_alt_click_rings_nearest_spots_and_draws_their_expression(
 
     # pixels: the magenta ring is drawn around the clicked spot (canvas centre)
     camera_of(viewer).center = tuple(spots.data[target])
-    img = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(int)
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    img = np.asarray(shot)[..., :3].astype(int)
     magenta = (img[..., 0] > 180) & (img[..., 2] > 180) & (img[..., 1] < 90)
     h, w = magenta.shape
     radius_px = 0.5 * ring.size[0] * camera_of(viewer).zoom
@@ -84,7 +84,8 @@ def test_alt_click_rings_nearest_spots_and_draws_their_expression(
     near = np.abs(dist - radius_px) < 0.25 * radius_px + 3
     assert near.sum() > 50, (near.sum(), magenta.sum(), radius_px)
     viewer.layers.remove("nearest spots")
-    img2 = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(int)
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    img2 = np.asarray(shot)[..., :3].astype(int)
     magenta2 = (img2[..., 0] > 180) & (img2[..., 2] > 180) & (img2[..., 1] < 90)
     assert magenta2.sum() < 0.2 * magenta.sum()
 

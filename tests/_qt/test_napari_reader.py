@@ -37,11 +37,13 @@ def test_bundled_sample_layers_share_world_extent():
     assert (img_type, pts_type) == ("image", "points")
     mpp = img_kw["scale"][0]
     assert 0.67 < mpp < 0.71
-    assert img_kw["rgb"] and img_kw["multiscale"]
+    assert img_kw["rgb"]
+    assert img_kw["multiscale"]
     height_um = img[0].shape[0] * mpp
     width_um = img[0].shape[1] * mpp
     assert pts.min() > 0
-    assert pts[:, 0].max() < height_um and pts[:, 1].max() < width_um
+    assert pts[:, 0].max() < height_um
+    assert pts[:, 1].max() < width_um
     assert pts_kw["size"] == pytest.approx(100.0)
 
 

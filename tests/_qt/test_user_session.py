@@ -32,7 +32,8 @@ def test_user_session_never_crashes(tmp_path, qapp):
     assert report["steps"] == ["docked", "empty-buttons", "fine-tune", "embed",
                                "expression", "query", "lookup"]
     assert report["errors"] == []
-    assert report["modal_at_end"] == [] and report["modal_after_empty"] == []
+    assert report["modal_at_end"] == []
+    assert report["modal_after_empty"] == []
     assert "nearest spots" in report["lookup_status"]
     # the situation of the bug: triton importable and Mesa's LLVM in the process
     try:
@@ -63,7 +64,8 @@ def test_triton_guard_is_what_keeps_the_viewer_alive(tmp_path, qapp):
     assert guarded.returncode == 0, guarded.stderr[-3000:]
     info = json.loads(guarded.stdout.strip().splitlines()[-1])
     if not (info["llvm_mapped"] and info["triton_loaded"]):
-        pytest.skip("no Mesa LLVM in this process or no triton: the clash cannot happen")
+        pytest.skip("no Mesa LLVM in this process or no triton: the clash cannot "
+                    "happen")
     core = _canvas_then_torch("core", tmp_path)  # `import napari_seal` alone guards
     assert core.returncode == 0, core.stderr[-3000:]
     control = _canvas_then_torch("noguard", tmp_path)

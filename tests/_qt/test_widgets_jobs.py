@@ -65,7 +65,8 @@ def _load(viewer):
 
 
 def wait_for_job(widget, timeout_s: float = 120.0) -> None:
-    """Process events until ``widget.job`` has finished (the Load widget opens in a worker)."""
+    """Process events until ``widget.job`` has finished (the Load widget opens in a
+    worker)."""
     from qtpy.QtWidgets import QApplication
 
     end = time.monotonic() + timeout_s
@@ -217,19 +218,19 @@ def test_expression_widget_overlay_pixels(make_napari_viewer, tiny_run, tiny_sto
     assert layer.colorbar.visible
     values = np.asarray(layer.data)
     assert np.isfinite(values).sum() == widget.store.n_tiles
-    assert widget.last_r is not None and -1 <= widget.last_r <= 1
+    assert widget.last_r is not None
+    assert -1 <= widget.last_r <= 1
     assert f"measured {gene} at spots" in viewer.layers
     # pixels: the brightest and darkest tiles render in different colours
     for other in viewer.layers:
         other.visible = other is layer
     hi = np.unravel_index(np.nanargmax(values), values.shape)
     lo = np.unravel_index(np.nanargmin(values), values.shape)
-    centre = (
-        lambda rc: (
-            np.asarray(layer.translate)[-2:]  # noqa: E731
-            + np.asarray(rc) * np.asarray(layer.scale)[-2:]
-        )
-    )
+
+    def centre(rc):
+        return (np.asarray(layer.translate)[-2:]
+                + np.asarray(rc) * np.asarray(layer.scale)[-2:])
+
     viewer.camera.center = tuple(centre(hi))
     viewer.camera.zoom = 4.0 / layer.scale[-1]
     px_hi = np.asarray(viewer.screenshot(canvas_only=True, flash=False))
@@ -269,7 +270,8 @@ def test_expression_widget_reliability_map_and_hiding(
     widget.head_edit.setText(str(tiny_run))
     widget.load_button.click()
     wait_for_job(widget)
-    assert widget.reference is not None and widget.uncertainty_check.isEnabled()
+    assert widget.reference is not None
+    assert widget.uncertainty_check.isEnabled()
     gene = "ERBB2" if "ERBB2" in widget.head.genes else widget.head.genes[0]
     widget.gene_edit.setText(gene)
     widget.uncertainty_check.setChecked(True)
@@ -299,14 +301,16 @@ def test_expression_widget_reliability_map_and_hiding(
     px = {}
     for key, rc in (("hidden", (r_h, c_h)), ("kept", (r_k, c_k))):
         viewer.camera.center = tuple(
-            np.asarray(layer.translate)[-2:] + np.asarray(rc) * np.asarray(layer.scale)[-2:]
+            np.asarray(layer.translate)[-2:]
+            + np.asarray(rc) * np.asarray(layer.scale)[-2:]
         )
         img = np.asarray(viewer.screenshot(canvas_only=True, flash=False))
         px[key] = img[img.shape[0] // 2, img.shape[1] // 2, :3].astype(int)
     assert px["hidden"].sum() < 40, px
     assert np.abs(px["kept"] - px["hidden"]).sum() > 100, px
     widget.hide_check.setChecked(False)
-    assert np.isfinite(np.asarray(viewer.layers[OVERLAY].data)).sum() == widget.store.n_tiles
+    overlay = np.asarray(viewer.layers[OVERLAY].data)
+    assert np.isfinite(overlay).sum() == widget.store.n_tiles
 
 
 def test_query_widget_scores_gallery_and_jump(

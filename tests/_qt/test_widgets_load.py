@@ -21,9 +21,11 @@ def test_load_bundled_sample(make_napari_viewer, qtbot):
     assert widget.sample is not None
     assert [layer._type_string for layer in viewer.layers] == ["image", "points"]
     text = widget.summary.text()
-    assert "187 spots" in text and "µm/px (estimated)" in text
+    assert "187 spots" in text
+    assert "µm/px (estimated)" in text
     assert "100 µm" in text
-    assert widget.alignment is not None and widget.alignment.ok
+    assert widget.alignment is not None
+    assert widget.alignment.ok
     assert widget.alignment.fraction_on_tissue > 0.9
     assert "fall on tissue" in widget.check.text()
 
@@ -54,7 +56,8 @@ def test_load_misaligned_spots_warn(make_napari_viewer, tmp_path):
     shifted.obsm["spatial"] = xy
     sample.adata = shifted
     bad = check_alignment(sample)
-    assert good.ok and not bad.ok
+    assert good.ok
+    assert not bad.ok
     assert bad.fraction_on_tissue < good.fraction_on_tissue - 0.3
     assert "background" in bad.message
 
@@ -67,5 +70,6 @@ def test_load_bad_path_notifies(make_napari_viewer, qtbot, tmp_path, monkeypatch
     widget.st_edit.setText(str(tmp_path / "missing"))
     widget.open_button.click()
     qtbot.waitUntil(lambda: not widget.job.running, timeout=60_000)
-    assert shown and "missing" in shown[0]
+    assert shown
+    assert "missing" in shown[0]
     assert len(viewer.layers) == 0

@@ -1,12 +1,14 @@
-"""A user's napari session with napari-seal, as one process (run by test_user_session.py).
+"""A user's napari session with napari-seal, as one process (run by
+test_user_session.py).
 
-Run with the Python of a plain-pip environment (triton installed with torch) under
-Xvfb, where napari's canvas runs on Mesa's llvmpipe. It opens napari, File > Open Sample
-> her2st, docks every napari-seal widget through npe2 (as the Plugins menu does), presses
+Run with the Python of a plain-pip environment (triton installed with torch) under Xvfb,
+where napari's canvas runs on Mesa's llvmpipe. It opens napari, File > Open Sample >
+her2st, docks every napari-seal widget through npe2 (as the Plugins menu does), presses
 every button once with empty inputs, then runs the loop with valid ones: a 1-step
-fine-tune, a short embedding, an expression overlay, a gene query and a lookup. The torch
-stack (torch, torchvision, timm, peft -> triton) is imported after the canvas exists.
-Prints one JSON line and exits 0 only when no exception escaped and every step worked.
+fine-tune, a short embedding, an expression overlay, a gene query and a lookup. The
+torch stack (torch, torchvision, timm, peft -> triton) is imported after the canvas
+exists. Prints one JSON line and exits 0 only when no exception escaped and every step
+worked.
 
     python tests/_qt/user_session.py OUT_DIR
 """
@@ -57,7 +59,8 @@ def wait_job(widget, timeout: float = 600.0) -> None:
 
 
 def modal_dialogs() -> list[str]:
-    return [type(w).__name__ for w in app.topLevelWidgets() if w.isVisible() and w.isModal()]
+    return [type(w).__name__ for w in app.topLevelWidgets()
+            if w.isVisible() and w.isModal()]
 
 
 report: dict = {"steps": []}
@@ -74,12 +77,13 @@ for name in ("Load", "Embed", "Expression", "Gene query", "Fine-tune"):
 report["steps"].append("docked")
 
 # every button once with empty inputs: a notification at most, never a crash
-for name, widget in widgets.items():
+for widget in widgets.values():
     for edit in widget.findChildren(QLineEdit):
         if edit.isEnabled() and not edit.isReadOnly():
             edit.setText("")
     for button in widget.findChildren(QPushButton):
-        if button.isEnabled() and button.isVisible() and "cancel" not in button.text().lower():
+        if (button.isEnabled() and button.isVisible()
+                and "cancel" not in button.text().lower()):
             button.click()
             pump(0.1)
             wait_job(widget)
@@ -144,7 +148,8 @@ q.lookup_at((col / mpp, row / mpp))
 wait_job(q)
 pump(0.2)
 report["lookup_status"] = q.status.text()
-report["lookup"] = bool(getattr(q, "lookup_result", None)) and not q.status.text().startswith("0 ")
+report["lookup"] = (bool(getattr(q, "lookup_result", None))
+                    and not q.status.text().startswith("0 "))
 report["steps"].append("lookup")
 
 report["triton_loaded"] = "triton" in sys.modules

@@ -1,1 +1,2 @@
-"""Tests of embedding/: Whole-slide embedding into the zarr store, resume, dask.distributed."""
+"""Tests of embedding/: Whole-slide embedding into the zarr store, resume,
+dask.distributed."""

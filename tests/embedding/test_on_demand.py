@@ -37,7 +37,8 @@ def test_view_first_nearest_centre_and_bitwise_equal_to_batch_embed(
     visible = engine.visible_tiles()
     assert 3 < visible.size < n // 2
     first = engine.step()
-    assert first.computed and first.index.size == 3
+    assert first.computed
+    assert first.index.size == 3
     assert set(first.index) <= set(visible)
     # the first batch is the tiles nearest the view centre
     d_all = np.hypot(*(_centre_um(engine, visible) - (cx, cy)).T)
@@ -135,7 +136,8 @@ def test_zoomed_out_previews_one_tile_per_block_first(tmp_path, slide, vit_encod
     assert visible.size > 12
     first = engine.step()
     k = int(first.block_k[0])
-    assert k >= 2 and (first.block_k == k).all()
+    assert k >= 2
+    assert (first.block_k == k).all()
     # the preview samples lie in distinct k x k blocks
     r, c = engine.rows[first.index] // k, engine.cols[first.index] // k
     assert len(set(zip(r.tolist(), c.tolist(), strict=True))) == first.index.size
@@ -144,7 +146,8 @@ def test_zoomed_out_previews_one_tile_per_block_first(tmp_path, slide, vit_encod
     assert engine.known[visible].all()
 
 
-def test_live_overlay_paints_preview_blocks_then_exact_tiles(tmp_path, slide, vit_encoder):
+def test_live_overlay_paints_preview_blocks_then_exact_tiles(tmp_path, slide,
+                                                              vit_encoder):
     from napari_seal.predict.heads import ExpressionHead
     from napari_seal.predict.live import LiveOverlay, iter_live_overlay
 
@@ -157,11 +160,14 @@ def test_live_overlay_paints_preview_blocks_then_exact_tiles(tmp_path, slide, vi
     visible = engine.visible_tiles()
     updates = list(iter_live_overlay(engine, overlay, until_view_complete=True))
     first, last = updates[0], updates[-1]
-    assert first.preview and not first.view_complete
+    assert first.preview
+    assert not first.view_complete
     # a preview sample's block is painted with its value; the sample itself is exact
     covered = [u for u in updates if u.covered]
-    assert covered and covered[0].preview  # the view was covered before it was exact
-    assert last.view_complete and not last.preview
+    assert covered
+    assert covered[0].preview  # the view was covered before it was exact
+    assert last.view_complete
+    assert not last.preview
     g = zarr.open_group(tmp_path / "s.zarr", mode="r")
     emb = np.asarray(g["embeddings"][:])
     r, c = engine.rows[visible], engine.cols[visible]

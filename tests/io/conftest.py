@@ -1,1 +1,2 @@
-"""Tests of io/: Slide and ST readers, import/convert, the HEST layout (real her2st and Visium data)."""
+"""Tests of io/: Slide and ST readers, import/convert, the HEST layout (real her2st and
+Visium data)."""

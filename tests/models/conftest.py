@@ -1,1 +1,2 @@
-"""Tests of models/: Encoder registry and factory, weight loading, LoRA, omics VAE, official checkpoints."""
+"""Tests of models/: Encoder registry and factory, weight loading, LoRA, omics VAE,
+official checkpoints."""

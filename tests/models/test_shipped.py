@@ -95,7 +95,8 @@ def test_summary_for_the_panel_quotes_the_provenance_numbers():
     text = shipped.shipped_model_summary(info)
     held = info["held_out"]
     query = held["gene_query_auroc"][f"{held['default_route']}-exemplar"]
-    assert info["name"] in text and "CC BY 4.0" in text
+    assert info["name"] in text
+    assert "CC BY 4.0" in text
     assert f"AUROC {query['mean']:.3f}" in text
     assert f"ERBB2 {query['markers']['ERBB2']:.3f}" in text
     assert f"{held['hest_probe_pearson']['seal/normalized']['mean']:.3f}" in text

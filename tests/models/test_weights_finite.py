@@ -1,4 +1,5 @@
-"""Weight files holding NaN or inf are refused with a WeightsError naming the tensor (issue 13)."""
+"""Weight files holding NaN or inf are refused with a WeightsError naming the tensor
+(issue 13)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def test_non_finite_weight_file_is_refused(tmp_path, value, suffix):
         with pytest.raises(WeightsError) as info:
             load()
         msg = str(info.value)
-        assert key in msg and str(path) in msg
+        assert key in msg
+        assert str(path) in msg
         assert "download it again" in msg
         n = state[key].numel()
         assert (f"{n} NaN" in msg) == math.isnan(value)

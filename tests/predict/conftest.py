@@ -1,1 +1,2 @@
-"""Tests of predict/: Expression heads, per-tile/per-spot predictions, exports, the HEST probe."""
+"""Tests of predict/: Expression heads, per-tile/per-spot predictions, exports, the HEST
+probe."""

@@ -23,7 +23,8 @@ def _run_view(run, tmp_path, *, reference):
     return engine, overlay, updates
 
 
-def test_live_map_equals_the_batch_map_and_hides_above_the_threshold(tiny_run, tmp_path):
+def test_live_map_equals_the_batch_map_and_hides_above_the_threshold(tiny_run,
+                                                                       tmp_path):
     from napari_seal.predict.expression import open_store
     from napari_seal.predict.reliability import tile_uncertainty
     from napari_seal.training.runs import load_run
@@ -31,14 +32,16 @@ def test_live_map_equals_the_batch_map_and_hides_above_the_threshold(tiny_run, t
     run = load_run(tiny_run)
     engine, overlay, updates = _run_view(run, tmp_path, reference=run)
     last = updates[-1]
-    assert last.view_complete and last.uncertainty is not None
+    assert last.view_complete
+    assert last.uncertainty is not None
     done = np.flatnonzero(overlay.exact)
     assert done.size >= last.view_total > 0
     r, c = overlay.rows[done], overlay.cols[done]
     store = open_store(engine.store_path)
     genes = list(run.panel.genes[:2])
     batch = tile_uncertainty(store, run, genes)  # the map `predict`/`query` export
-    np.testing.assert_allclose(last.uncertainty[r, c], batch[done, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(last.uncertainty[r, c], batch[done, 0],
+                               rtol=1e-5, atol=1e-6)
     assert np.isnan(last.uncertainty[~overlay._tissue]).all()
 
     # hide above the median: exactly the painted tiles above it are blanked

@@ -311,8 +311,8 @@ def test_exported_predictions_carry_the_uncertainty(
 
 
 def test_store_neighbours_are_cached_across_reopening(run, tiny_store):
-    from napari_seal.predict.expression import open_store
     from napari_seal.predict import reliability
+    from napari_seal.predict.expression import open_store
     from napari_seal.predict.reliability import neighbours, store_neighbours
 
     reliability._NEIGHBOUR_CACHE.clear()  # earlier tests filled it for this store

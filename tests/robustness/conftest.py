@@ -1,1 +1,2 @@
-"""Tests of robustness/: Bad input, fuzzing, crash/resume and security across the whole package."""
+"""Tests of robustness/: Bad input, fuzzing, crash/resume and security across the whole
+package."""

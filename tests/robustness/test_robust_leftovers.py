@@ -77,7 +77,8 @@ def test_name_filter_and_foreign_folders(tmp_path):
     target = tmp_path / "file.txt"
     leftover = _make(tmp_path / f".file.txt.tmp-{dead}-q1w2e3r4.tmp")
     atomic_write_text(target, "ok")  # the next write of the same file cleans it
-    assert target.read_text() == "ok" and not leftover.exists()
+    assert target.read_text() == "ok"
+    assert not leftover.exists()
     assert other.exists()
 
 
@@ -96,8 +97,10 @@ def test_kill9_inside_an_atomic_write_is_cleaned_by_the_next_run(tmp_path):
     rc = subprocess.run([sys.executable, "-c", KILL_INSIDE_WRITE, str(target)],
                         check=False).returncode
     assert rc == -signal.SIGKILL
-    left = [p for p in tmp_path.iterdir() if p.name.startswith(".heads.safetensors.tmp-")]
-    assert len(left) == 1 and not target.exists()
+    left = [p for p in tmp_path.iterdir()
+            if p.name.startswith(".heads.safetensors.tmp-")]
+    assert len(left) == 1
+    assert not target.exists()
     _age(left[0])  # the next run starts later than the killed one wrote
     atomic_write_text(target, "done")
     assert [p.name for p in tmp_path.iterdir()] == ["heads.safetensors"]
@@ -120,11 +123,12 @@ def test_flat_slide_cache_leftovers_cleaned_when_a_cache_is_built(tmp_path):
     slide = open_slide(png, mpp=1.0, cache_dir=cache)
     assert slide.levels[0].shape[:2] == (300, 400)
     assert not leftover.exists()
-    assert alive.exists() and user.exists()
+    assert alive.exists()
+    assert user.exists()
 
 
 def test_training_resume_removes_a_killed_checkpoint_write(tmp_path):
-    """The pieces a kill inside a checkpoint write leaves are gone after the next start."""
+    """What a kill inside a checkpoint write leaves is gone after the next start."""
     from napari_seal.io.hest import bundled_sample_path, load_sample
     from napari_seal.training.config import config_from_preset
     from napari_seal.training.trainer import train
@@ -137,6 +141,7 @@ def test_training_resume_removes_a_killed_checkpoint_write(tmp_path):
     config = config_from_preset("cpu-smoke", encoder="test-vit", max_steps=1)
     # --resume of a run killed inside its first checkpoint write
     train([load_sample(bundled_sample_path())], out=out, config=config, resume=True)
-    assert not half.exists() and not tmp_cfg.exists()
+    assert not half.exists()
+    assert not tmp_cfg.exists()
     assert (out / runs.DONE).exists()
     runs.load_run(out)

@@ -1,1 +1,2 @@
-"""Tests of training/: Expression preprocessing, losses, the SEAL loop, run directories, DDP."""
+"""Tests of training/: Expression preprocessing, losses, the SEAL loop, run directories,
+DDP."""

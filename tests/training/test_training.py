@@ -1,4 +1,5 @@
-"""The SEAL trainer: events, run folder, cancel/checkpoint/resume, load_run, bad input."""
+"""The SEAL trainer: events, run folder, cancel/checkpoint/resume, load_run, bad
+input."""
 
 from __future__ import annotations
 
@@ -344,7 +345,8 @@ def test_batchnorm_folding_keeps_the_default_encoder_output():
     # every BatchNorm after a frozen conv is folded; the LoRA'd ones stay
     assert 30 < folded < n_bn
     assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4)
-    assert all(not p.requires_grad for n, p in model.named_parameters() if "lora" not in n)
+    assert all(not p.requires_grad
+               for n, p in model.named_parameters() if "lora" not in n)
 
 
 def test_view_cache_runs_the_prefix_in_the_steps_precision():

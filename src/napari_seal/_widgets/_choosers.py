@@ -69,7 +69,8 @@ class ModelChoice(QWidget):
         idx = self._index(model)
         if idx < 0:
             idx = self.combo.count() - 1  # before "Choose..."
-            label = model.label if hasattr(model, "head") else f"run: {Path(model).name}"
+            is_head = hasattr(model, "head")
+            label = model.label if is_head else f"run: {Path(model).name}"
             self.combo.insertItem(idx, label, model)
         if idx == self.combo.currentIndex():
             self._changed()
@@ -84,7 +85,8 @@ class ModelChoice(QWidget):
     def current(self) -> Any:
         """The current model: a run folder (str), an ``EncoderWithHead``, or None."""
         data = self.combo.currentData()
-        return None if data is None or (isinstance(data, str) and data == CHOOSE) else data
+        chooser = isinstance(data, str) and data == CHOOSE
+        return None if data is None or chooser else data
 
     def reject(self, model: Any, err: Exception) -> None:
         """Show ``err`` (the owner could not use ``model``), drop ``model``'s entry

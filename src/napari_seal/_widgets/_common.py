@@ -1,4 +1,4 @@
-"""Shared glue for the dock widgets: background jobs, progress, notifications, layers."""
+"""Shared glue for dock widgets: background jobs, progress, notifications, layers."""
 
 import gc
 from collections.abc import Callable
@@ -32,7 +32,7 @@ def notify_error(err: BaseException) -> None:
 
 
 def path_field(edit, what: str) -> Path:
-    """The path in ``edit``; empty (``Path("")`` = the cwd) or ``~nobody`` is bad input."""
+    """Path in ``edit``; empty (``Path("")`` = the cwd) or ``~nobody`` is bad input."""
     from napari_seal.errors import BadInputError
 
     text = edit.text().strip()
@@ -121,7 +121,8 @@ class Job:
         self._cancel_requested = False
         self.cancelled = False
         # our own "errored" handler replaces superqt's default re-raise
-        self.worker = create_worker(self._drive, func, args, kwargs, _start_thread=False,
+        self.worker = create_worker(self._drive, func, args, kwargs,
+                                    _start_thread=False,
                                     _connect={"errored": self._errored})
         self.pbar = activity_bar(description, enabled=activity)
         self._on_event = on_event
@@ -137,8 +138,9 @@ class Job:
         self._watch_owner(on_event, on_done, on_finished)
 
     def _watch_owner(self, *callbacks) -> None:
-        """Closing the viewer mid-job deletes the dock widgets: then cancel (a fine-tune
-        still checkpoints) and drop the callbacks, which would touch deleted Qt objects."""
+        """Closing the viewer mid-job deletes the dock widgets: then cancel (a
+        fine-tune still checkpoints) and drop the callbacks, which would touch deleted
+        Qt objects."""
         from qtpy.QtCore import QObject
 
         owners = {id(o): o for o in (getattr(c, "__self__", None) for c in callbacks)

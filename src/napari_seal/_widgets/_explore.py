@@ -1,7 +1,7 @@
 """Explore dock: from an open slide to its predicted expression in one panel.
 
 Follows the layers (the slide shown is the one used), starts with the shipped model,
-completes genes as you type and paints where the camera looks first (a ``LiveOverlayView``
+completes genes as you type and paints where the camera looks first (``LiveOverlayView``
 writing through into the workspace store that ``embed``/``predict``/``query`` reuse);
 another gene repaints from what is computed. Shares its values via ``ExploreState``.
 """
@@ -60,9 +60,8 @@ class ExploreWidget(QWidget):
         self.model_combo, self.model_info = self.models.combo, self.models.info
         self.gene_edit = QLineEdit()
         self.gene_edit.setPlaceholderText("type a gene, e.g. ERBB2, and press Enter")
-        self.paint_combo = QComboBox()
+        self.paint_combo, self.cmap_combo = QComboBox(), QComboBox()
         self.paint_combo.addItems(list(PAINTS))
-        self.cmap_combo = QComboBox()
         self.cmap_combo.addItems(["magma", "viridis", "inferno", "turbo", "plasma"])
         self.workspace = WorkspaceRow()
         self.compare_check = QCheckBox("measured vs predicted at spots")
@@ -98,7 +97,7 @@ class ExploreWidget(QWidget):
         self.models.emit_current()
 
     def offer_model(self, model) -> None:
-        """Use a SEAL run folder (e.g. a finished fine-tune) or an ``EncoderWithHead``."""
+        """Use a SEAL run folder (e.g. a finished fine-tune) or ``EncoderWithHead``."""
         self.models.offer(model)
 
     def model_path(self) -> str | EncoderWithHead | None:
@@ -129,7 +128,7 @@ class ExploreWidget(QWidget):
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.gene_edit.setCompleter(completer)
         self.model_info.setText(info)
-        self.reliability.set_available(reliability)
+        self.reliability.set_available(available=reliability)
         QTimer.singleShot(0, self._prepare)
 
     def slide(self) -> tuple[str | None, str | None]:
@@ -170,14 +169,15 @@ class ExploreWidget(QWidget):
         """Paint the typed gene where the camera looks (another gene: at once)."""
         try:
             source, _ = self.slide()
-            if source is None:
-                raise BadInputError("open a slide first (File > Open Sample > napari-seal)")
-            if self.head is None:
-                raise BadInputError("choose a model first")
+            if source is None or self.head is None:
+                msg = ("open a slide first (File > Open Sample > napari-seal)"
+                       if source is None else "choose a model first")
+                raise BadInputError(msg)
             gene = match_gene(self.head.genes, self.gene_edit.text())
             route = PAINTS[self.paint_combo.currentText()]
             if route is not None and isinstance(self.model_path(), EncoderWithHead):
-                raise BadInputError("query scores need a SEAL run, not a saved head")
+                msg = "query scores need a SEAL run, not a saved head"
+                raise BadInputError(msg)
         except SealError as err:
             notify_error(err)
             return
@@ -198,7 +198,7 @@ class ExploreWidget(QWidget):
             for layer in (self.live.layer, LIVE_UNCERTAINTY):
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
-        pre, self._prepared, self._live_key = self._prepared, None, key  # one may take it
+        pre, self._prepared, self._live_key = self._prepared, None, key  # one use only
         make = live_maker(source, self.model_path(), gene, route,
                           prepared=pre[1] if pre and pre[0] == key[:2] else None)
         self.live = LiveOverlayView(self.viewer, make, name=name,
@@ -225,8 +225,8 @@ class ExploreWidget(QWidget):
                  else "computing")
         hidden = f"; {self.live.hidden} unreliable hidden" if self.live.hidden else ""
         self.status.setText(f"{self.live.name}: {update.view_done}/{update.view_total} "
-                            f"tiles in view ({state}); {update.tiles_computed} computed "
-                            f"by the encoder this time{hidden}")
+                            f"tiles in view ({state}); {update.tiles_computed} "
+                            f"computed by the encoder this time{hidden}")
         if self.live.engine is None:
             return
         store = str(self.live.engine.store_path)
@@ -237,14 +237,14 @@ class ExploreWidget(QWidget):
                 and self.compare_check.isChecked() and self._compared != (gene, store)):
             self._compared = (gene, store)
             model = getattr(self.model_path(), "head", self.model_path())
-            self._compare_job = Job(iter_compare_at_spots, self._live_key[0], store, model,
-                                    gene, on_done=self._on_compare,
+            self._compare_job = Job(iter_compare_at_spots, self._live_key[0], store,
+                                    model, gene, on_done=self._on_compare,
                                     description="Measured vs predicted")
             self._compare_job.start()
 
-    def _on_compare(self, result) -> None:
-        self.compare = result
-        if result is not None:
-            self.compare_label.setText(f"measured vs predicted {result['gene']} at "
-                                       f"{result['n_spots']} spots: r = {result['r']:.2f}")
+    def _on_compare(self, res) -> None:
+        self.compare = res
+        if res is not None:
+            self.compare_label.setText(f"measured vs predicted {res['gene']} at "
+                                       f"{res['n_spots']} spots: r = {res['r']:.2f}")
 

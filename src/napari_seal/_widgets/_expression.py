@@ -14,7 +14,12 @@ from qtpy.QtWidgets import (
 )
 
 from napari_seal._widgets import _tooltips as tips
-from napari_seal._widgets._common import Job, add_or_update_layer, notify_error, path_field
+from napari_seal._widgets._common import (
+    Job,
+    add_or_update_layer,
+    notify_error,
+    path_field,
+)
 from napari_seal._widgets._reliability import (
     UNCERTAINTY,
     ReliabilityControls,
@@ -33,7 +38,7 @@ class ExpressionWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        # load torch & co. now, not in a worker (see napari_seal._widgets.jobs.warm_imports)
+        # load torch & co. now, not in a worker (see jobs.warm_imports)
         from napari_seal._widgets.jobs import warm_imports
 
         warm_imports("query")
@@ -89,7 +94,8 @@ class ExpressionWidget(QWidget):
         self.head_edit.setText(str(run_dir))
 
     def offer_store(self, store) -> None:
-        """Use an embedding store (the shared state's ``store``: e.g. a finished embed)."""
+        """Use an embedding store (the shared state's ``store``: e.g. a finished
+        embed)."""
         self.store_edit.setText(str(store))
         self.store = None  # reopened on the next Show
 
@@ -100,7 +106,8 @@ class ExpressionWidget(QWidget):
         self._start(self.gene_edit.text().strip(), reload=False)
 
     def _start(self, gene, *, reload: bool) -> None:
-        """Open (unless already open) and predict in a worker: seconds on the GUI thread."""
+        """Open (unless already open) and predict in a worker: seconds on the GUI
+        thread."""
         from napari_seal._widgets.view_jobs import iter_expression
 
         if self.job is not None and self.job.running:
@@ -114,9 +121,10 @@ class ExpressionWidget(QWidget):
             notify_error(err)
             return
         spots = self._spots_layer() if self.compare_check.isChecked() else None
-        self.status.setText("Loading the predictor…" if gene is None else f"{gene}: predicting…")
-        self.job = Job(iter_expression, store, head, gene,
-                       spots_source=spots.metadata["napari_seal"]["source"] if spots else None,
+        self.status.setText("Loading the predictor…" if gene is None
+                            else f"{gene}: predicting…")
+        spots_source = spots.metadata["napari_seal"]["source"] if spots else None
+        self.job = Job(iter_expression, store, head, gene, spots_source=spots_source,
                        reference=None if reload else self.reference,
                        description="Expression", on_done=self._on_result)
         self.job.start()
@@ -135,15 +143,17 @@ class ExpressionWidget(QWidget):
         self.store, self.head = out["store"], out["head"]
         self.reference = out["reference"]
         has_map = self.reference is not None
-        self.reliability.set_available(has_map)
+        self.reliability.set_available(available=has_map)
         self.status.setText(f"{len(self.head.genes)} genes; {self.store.n_tiles} tiles"
-                            + ("" if has_map else "; no reliability map (no reference bank)"))
+                            + ("" if has_map
+                               else "; no reliability map (no reference bank)"))
         if "gene" not in out:
             return
         gene = out["gene"]
         self._shown = (gene, out["image"], out["uncertainty"])
         self._geometry = (out["scale"], out["translate"])
-        self.status.setText(f"{gene}: predicted expression on {self.store.n_tiles} tiles")
+        self.status.setText(f"{gene}: predicted expression on "
+                            f"{self.store.n_tiles} tiles")
         layer = self._repaint()  # says how many tiles it hid, if any
         layer.reset_contrast_limits()
         layer.colorbar.visible = True
@@ -166,8 +176,8 @@ class ExpressionWidget(QWidget):
             mask = unc > self.max_unc_spin.value()
             hidden = int(np.sum(mask & np.isfinite(image)))
             shown = np.where(mask, np.nan, image).astype(np.float32)
-        meta = {"kind": "overlay", "gene": gene, "mpp": float(self.store.grid.slide_mpp),
-                "hidden_unreliable": hidden}
+        meta = {"kind": "overlay", "gene": gene,
+                "mpp": float(self.store.grid.slide_mpp), "hidden_unreliable": hidden}
         layer = add_or_update_layer(self.viewer, shown, {
             "name": OVERLAY, "colormap": self.cmap_combo.currentText(),
             "scale": scale, "translate": translate, "opacity": 0.7,
@@ -186,7 +196,8 @@ class ExpressionWidget(QWidget):
         if spots is None:  # removed while predicting
             return
         self.last_r = out["r"]
-        for label, values in (("measured", out["measured"]), ("predicted", out["predicted"])):
+        for label, values in (("measured", out["measured"]),
+                              ("predicted", out["predicted"])):
             data, kwargs = spots.data, {
                 "name": f"{label} {gene} at spots", "size": spots.size,
                 "features": {"value": values}, "face_color": "value",
@@ -195,8 +206,8 @@ class ExpressionWidget(QWidget):
             }
             add_or_update_layer(self.viewer, data, kwargs, "points")
         self.status.setText(
-            f"{gene}: Pearson r (measured vs predicted at {len(out['measured'])} spots) = "
-            f"{self.last_r:.3f}"
+            f"{gene}: Pearson r (measured vs predicted at {len(out['measured'])} "
+            f"spots) = {self.last_r:.3f}"
         )
 
     def _on_colormap(self, name: str) -> None:

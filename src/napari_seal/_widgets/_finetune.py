@@ -119,7 +119,8 @@ class FinetuneWidget(QWidget):
         self.preset_combo.setCurrentText(preset_for_device())
 
     def samples(self) -> list[str]:
-        return [self.samples_list.item(i).text() for i in range(self.samples_list.count())]
+        return [self.samples_list.item(i).text()
+                for i in range(self.samples_list.count())]
 
     def add_sample(self, path) -> None:
         if str(path) not in self.samples():
@@ -182,8 +183,8 @@ class FinetuneWidget(QWidget):
         if self.bench_check.isChecked() and len(self.samples()) >= 2:
             self._bench()
         elif self.bench_check.isChecked():
-            self.status.setText(f"Done: {self.run_dir}. The benchmark needs two or more "
-                                "samples (leave-one-out).")
+            self.status.setText(f"Done: {self.run_dir}. The benchmark needs two or "
+                                "more samples (leave-one-out).")
 
     def _bench(self) -> None:
         from napari_seal.evaluate.compare import iter_compare_with_base
@@ -197,7 +198,8 @@ class FinetuneWidget(QWidget):
     def _on_bench(self, result) -> None:
         self.bench_result = result
         self.bars.show_bars(result, ylabel="mean Pearson (LOSO)",
-                            title="HEST probe, leave-one-sample-out (samples seen in fine-tuning)")
+                            title="HEST probe, leave-one-sample-out "
+                                  "(samples seen in fine-tuning)")
 
     def _on_cancel(self) -> None:
         if self.job is not None:

@@ -212,8 +212,8 @@ class LiveOverlayView(QObject):
             raise RuntimeError(msg)
         self.overlay.request_gene(gene)
         self.name = name or gene
-        self.layer.metadata = {"napari_seal": {**self.layer.metadata.get("napari_seal", {}),
-                                               "gene": gene}}
+        meta = self.layer.metadata.get("napari_seal", {})
+        self.layer.metadata = {"napari_seal": {**meta, "gene": gene}}
 
     def set_reliability(self, max_uncertainty: float | None, *, show: bool) -> None:
         """Hide the tiles whose uncertainty is above ``max_uncertainty`` (None: hide

@@ -1,7 +1,5 @@
 """Load widget: a slide and an ST sample (or a HEST folder / the bundled sample)."""
 
-from pathlib import Path
-
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
@@ -47,7 +45,7 @@ def _path_row(tooltip: str, *, directory: bool) -> tuple[QWidget, QLineEdit]:
 
 
 class LoadWidget(QWidget):
-    """Open a slide + ST sample, show spots sized in um, summarise and check alignment."""
+    """Open a slide + ST sample, show spots sized in um, summarise, check alignment."""
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -55,7 +53,7 @@ class LoadWidget(QWidget):
         self.sample = None
         self.alignment = None
         self.job = None
-        # opening runs in a worker: load its compiled modules now (see jobs.warm_imports)
+        # opening runs in a worker: load its compiled modules now (jobs.warm_imports)
         from napari_seal._widgets.jobs import warm_imports
 
         warm_imports("open")

@@ -1,4 +1,4 @@
-"""Small charts for dock widgets: a live loss plot, gene bars (QPainter) and a bar chart."""
+"""Small dock-widget charts: a live loss plot, gene bars (QPainter) and a bar chart."""
 
 import math
 import time
@@ -164,7 +164,8 @@ class GeneBars(QWidget):
             if math.isfinite(mean):
                 painter.fillRect(int(left), int(y + 2), int(w * mean / hi),
                                  self.ROW_PX - 4, QColor("#c2185b"))
-                painter.drawText(QPointF(left + w * mean / hi + 3, y + 10), f"{mean:.2f}")
+                painter.drawText(QPointF(left + w * mean / hi + 3, y + 10),
+                                 f"{mean:.2f}")
             if math.isfinite(ref):
                 x = left + w * ref / hi
                 painter.setPen(QPen(QColor("black"), 2))
@@ -203,7 +204,8 @@ class BarChart(FigureCanvasQTAgg):
         self.setMinimumHeight(200)
         self.hide()  # shown with the first result: an empty chart only takes room
 
-    def show_bars(self, values: dict[str, float], *, ylabel: str, title: str = "") -> None:
+    def show_bars(self, values: dict[str, float], *, ylabel: str,
+                  title: str = "") -> None:
         self.ax.clear()
         names = list(values)
         heights = [values[n] for n in names]

@@ -39,7 +39,7 @@ class QueryWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
-        # load torch & co. now, not in a worker (see napari_seal._widgets.jobs.warm_imports)
+        # load torch & co. now, not in a worker (see jobs.warm_imports)
         from napari_seal._widgets.jobs import warm_imports
 
         warm_imports("query")
@@ -160,7 +160,8 @@ class QueryWidget(QWidget):
         camera.zoom = max(camera.zoom, 2.0)
 
     def _on_canvas_click(self, viewer, event):
-        if "Alt" not in {m.name if hasattr(m, "name") else str(m) for m in event.modifiers}:
+        mods = {m.name if hasattr(m, "name") else str(m) for m in event.modifiers}
+        if "Alt" not in mods:
             return
         source, mpp = self._sample_source()
         run = self.run_edit.text().strip()
@@ -211,7 +212,8 @@ class QueryWidget(QWidget):
         # keys of napari_seal.retrieval.spot_lookup.iter_lookup's result
         enriched = result.get("expression", {}).get("enriched_genes", [])[:8]
         n = len(result.get("neighbours", []))
-        self.bars.show_genes([(g["gene"], g["mean"], g["reference_mean"]) for g in enriched],
+        self.bars.show_genes([(g["gene"], g["mean"], g["reference_mean"])
+                              for g in enriched],
                              title=f"{n} nearest spots (bars) vs all (ticks), "
                                    "log1p CP10k")
         where = f"; {len(missing)} in samples not shown" if missing else ""

@@ -17,7 +17,8 @@ from napari_seal._widgets import _tooltips as tips
 from napari_seal._widgets._common import add_or_update_layer
 from napari_seal.predict.reliability import DEFAULT_MAX_UNCERTAINTY
 
-__all__ = ["LIVE_UNCERTAINTY", "UNCERTAINTY", "ReliabilityControls", "paint_uncertainty"]
+__all__ = ["LIVE_UNCERTAINTY", "UNCERTAINTY", "ReliabilityControls",
+           "paint_uncertainty"]
 
 #: the reliability map's layer name (Expression dock)
 UNCERTAINTY = "prediction uncertainty"
@@ -63,7 +64,7 @@ class ReliabilityControls(QWidget):
         """Whether the map is shown as its own layer."""
         return self.show_check.isChecked()
 
-    def set_available(self, available: bool, /) -> None:
+    def set_available(self, *, available: bool) -> None:
         """Enable the controls (a model without a reference bank has no map)."""
         for widget in (self.show_check, self.hide_check, self.max_spin):
             widget.setEnabled(available)

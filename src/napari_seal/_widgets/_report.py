@@ -148,8 +148,8 @@ def _write_markdown(result, shots: dict, loss_png) -> Path:
     lines = [
         "# napari-seal demo report",
         "",
-        "The SEAL loop on the bundled her2st section C2 (HER2+ breast cancer, legacy ST; "
-        "Andersson et al. 2021, CC BY 4.0), run headless on this machine.",
+        "The SEAL loop on the bundled her2st section C2 (HER2+ breast cancer, legacy "
+        "ST; Andersson et al. 2021, CC BY 4.0), run headless on this machine.",
         "",
         f"- sample: `{Path(result.sample_dir).name}` (HEST layout)",
         f"- SEAL run: `{Path(result.run_dir).name}`",

@@ -146,7 +146,8 @@ def iter_embed_paths(
     batch_size: int = 64,
     device: str | None = None,
 ) -> Generator[Any, None, Path]:
-    """Build the encoder (or load the run), then run :func:`napari_seal.embedding.run.iter_embed`.
+    """Build the encoder (or load the run), then run
+    :func:`napari_seal.embedding.run.iter_embed`.
 
     ``store=None`` embeds into the workspace store of the slide and model
     (:func:`napari_seal.embedding.inputs.default_store_path`).

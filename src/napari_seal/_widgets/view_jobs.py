@@ -18,8 +18,9 @@ from typing import Any
 from napari_seal.errors import SealError
 from napari_seal.progress import Progress
 
-__all__ = ["EncoderWithHead", "iter_compare_at_spots", "iter_expression", "iter_gene_query", "iter_open_sample",
-           "live_maker", "prepare_live", "start_early"]
+__all__ = ["EncoderWithHead", "iter_compare_at_spots", "iter_expression",
+           "iter_gene_query", "iter_open_sample", "live_maker", "prepare_live",
+           "start_early"]
 
 
 def iter_open_sample(
@@ -81,8 +82,7 @@ def iter_expression(
         return out
     yield Progress("expression", 0, None, "genes", f"predicting {gene}")
     image, out["scale"], out["translate"] = expression_image(store, head, gene)
-    out["gene"], out["image"] = gene, np.asarray(image)
-    out["uncertainty"] = None
+    out["gene"], out["image"], out["uncertainty"] = gene, np.asarray(image), None
     if reference is not None and gene in reference.panel.genes:
         from napari_seal.predict.reliability import uncertainty_image
 
@@ -125,7 +125,7 @@ def iter_gene_query(
     source: str, run: str, text: str, *, route: str, store: str | None, top_q: float,
     n_top: int = 12,
 ) -> Generator[Any, None, dict]:
-    """:func:`napari_seal.retrieval.gene_query.iter_query`, then the gallery's top tiles.
+    """:func:`napari_seal.retrieval.gene_query.iter_query` and the gallery's top tiles.
 
     Returns ``{"result", "top", "crops"}`` (``crops`` is None, with ``"crops_error"``,
     when the slide's tiles cannot be read: the score map is still shown).
@@ -135,9 +135,10 @@ def iter_gene_query(
     from napari_seal.retrieval.gene_query import iter_query
     from napari_seal.retrieval.highlight import gallery_crops, top_k_tiles
 
-    result = yield from iter_query(Path(source), Path(run), text, route=route, store=store,
-                                   top_q=top_q)
-    out: dict[str, Any] = {"result": result, "top": top_k_tiles(result, n_top), "crops": None}
+    result = yield from iter_query(Path(source), Path(run), text, route=route,
+                                   store=store, top_q=top_q)
+    out: dict[str, Any] = {"result": result, "top": top_k_tiles(result, n_top),
+                           "crops": None}
     yield Progress("query", 0, None, "tiles", "reading the top tiles")
     try:
         obj = open_path(Path(source))
@@ -224,10 +225,9 @@ def live_maker(source: str, model: str | EncoderWithHead, gene: str, route: str 
             except (SealError, OSError):
                 pre = None
         run, engine = pre or prepare_live(source, model)
-        if run is None:  # an encoder with a saved head: predicted expression only
-            head = expression_head(model.head)
-        else:
-            head = expression_head(run) if route is None else ScoreHead(run, gene, route)
+        head = (expression_head(model.head) if run is None  # encoder with saved head
+                else expression_head(run) if route is None
+                else ScoreHead(run, gene, route))
         return engine, LiveOverlay(engine.grid, head,
                                    gene if route is None else head.genes[0],
                                    reference=run, reliability_gene=gene)

@@ -34,7 +34,8 @@ def resolve_device(name: str) -> str:
             return "mps"
         return "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        msg = "--device cuda was asked for but no CUDA device is visible; use --device cpu"
+        msg = ("--device cuda was asked for but no CUDA device is visible; "
+               "use --device cpu")
         raise BadInputError(msg)
     return name
 
@@ -69,7 +70,7 @@ def print_progress_factory(*, stream=None) -> Callable[[Any], None]:
 
 
 def write_json(obj: Any, path: str | Path | None) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically, or to stdout when ``path`` is None."""
+    """Write ``obj`` as JSON to ``path`` atomically (stdout when ``path`` is None)."""
     text = json.dumps(obj, indent=2, default=str)
     if path is None or str(path) == "-":
         sys.stdout.write(text + "\n")

@@ -38,7 +38,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="leave-one-sample-out over these samples (instead of --train/--test)",
     )
     add_model(
-        p, encoder_help="registry encoder (default: `default`); `depth` = the depth oracle"
+        p,
+        encoder_help="registry encoder (default: `default`); `depth` = the depth "
+        "oracle",
     )
     p.add_argument(
         "--json",

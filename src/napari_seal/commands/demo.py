@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: demo/ in the workspace, "
                    "$NAPARI_SEAL_CACHE or the user cache folder)")
-    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default 2)")
+    p.add_argument("--epochs", type=int, default=2,
+                   help="fine-tuning epochs (default 2)")
     p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--max-tiles", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--show", action="store_true",

@@ -8,10 +8,11 @@
         [--exit-when-ready] [--batch-size B] [--mpp UM] [--device D] [--debug]
 
 The Explore panel is docked, steering the overlay (a SEAL run, the shipped model, or
-the encoder with its saved head): type another gene there. The tiles in the field of view are embedded first, nearest its centre, and written
-into the slide's embedding store (default: the workspace store of this slide and
-model, shared with ``embed``, ``predict`` and ``query``). Without a model option it
-uses the SEAL model shipped with the package. ``--gene`` paints the predicted
+the encoder with its saved head): type another gene there. The tiles in the field of
+view are embedded first, nearest its centre, and written into the slide's embedding
+store (default: the workspace store of this slide and model, shared with ``embed``,
+``predict`` and ``query``). Without a model option it uses the SEAL model shipped with
+the package. ``--gene`` paints the predicted
 expression (the run's decoder or the saved head); with ``--route`` it paints the
 gene-query score of that route instead (a SEAL run). ``--exit-when-ready`` waits until
 the view is complete, saves ``--screenshot`` and writes ``--json``: ``visible_tiles``,
@@ -39,7 +40,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "view",
         help="open a slide or sample in napari with a lazily computed overlay",
         description="Open napari with the slide (and spots for a sample) and the "
-        "Explore panel, centre the camera and paint --gene's predicted expression over the field of view first "
+        "Explore panel, centre the camera and paint --gene's predicted expression "
+        "over the field of view first "
         "(computed on demand, cached in the embedding store). Without --run or "
         "--encoder/--head: the SEAL model shipped with napari-seal.",
     )

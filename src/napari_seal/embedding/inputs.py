@@ -1,4 +1,7 @@
-"""Inputs of :mod:`napari_seal.embedding.run`: slide, encoder or run, tiling (re-exported)."""
+"""Inputs of :mod:`napari_seal.embedding.run`: slide, encoder or run, tiling.
+
+Re-exported by :mod:`napari_seal.embedding`.
+"""
 
 from __future__ import annotations
 

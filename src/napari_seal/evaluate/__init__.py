@@ -1,8 +1,8 @@
 """Evaluation: the HEST-style benchmark, SEAL vs frozen, retrieval metrics.
 
-May import everything below it (:mod:`napari_seal.retrieval`, :mod:`napari_seal.predict`,
-:mod:`napari_seal.embedding`, :mod:`napari_seal.training`, :mod:`napari_seal.models`,
-:mod:`napari_seal.io`); nothing below imports it.
+May import everything below it (:mod:`napari_seal.retrieval`,
+:mod:`napari_seal.predict`, :mod:`napari_seal.embedding`, :mod:`napari_seal.training`,
+:mod:`napari_seal.models`, :mod:`napari_seal.io`); nothing below imports it.
 """
 
 from __future__ import annotations

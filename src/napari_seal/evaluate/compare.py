@@ -1,4 +1,4 @@
-"""SEAL run vs its frozen base encoder on the HEST probe (the Fine-tune widget's chart)."""
+"""SEAL run vs its frozen base encoder on the HEST probe (Fine-tune widget's chart)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def iter_compare_with_base(
     run_dir
         The SEAL run; its base encoder (and weights) is the frozen baseline.
     targets
-        ``"hest"`` or ``"normalized"`` (see :func:`napari_seal.evaluate.benchmark.bench`).
+        ``"hest"`` or ``"normalized"`` (see
+        :func:`napari_seal.evaluate.benchmark.bench`).
     device
         Torch device.
 

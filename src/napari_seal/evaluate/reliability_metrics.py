@@ -70,9 +70,9 @@ def evaluate_reliability(
     -------
     dict
         ``genes``, ``n_spots`` and, per method (``spread``, ``disagreement``,
-        ``expected-error``, ``novelty``, ``spread+disagreement``, baselines ``predicted magnitude`` and
-        ``depth``), the mean AUROC, markers and per-gene values; ``median_error``
-        per gene (z units).
+        ``expected-error``, ``novelty``, ``spread+disagreement``, baselines
+        ``predicted magnitude`` and ``depth``), the mean AUROC, markers and per-gene
+        values; ``median_error`` per gene (z units).
     """
     import napari_seal.predict.reliability as rel
     from napari_seal.predict.expression import expression_head

@@ -13,7 +13,8 @@ The bottom layer: imports nothing of napari-seal but :mod:`napari_seal.errors` a
 - :mod:`~napari_seal.io.hest`, :mod:`~napari_seal.io.convert`,
   :mod:`~napari_seal.io.open`: the HEST-1k layout, ``napari-seal import``, and the one
   "open any path" entry point the reader, widgets and commands share.
-- :mod:`~napari_seal.io.atomic`, :mod:`~napari_seal.io.sniff`: atomic writes, path kinds.
+- :mod:`~napari_seal.io.atomic`, :mod:`~napari_seal.io.sniff`: atomic writes, path
+  kinds.
 """
 
 from __future__ import annotations

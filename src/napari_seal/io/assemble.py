@@ -1,4 +1,4 @@
-"""Assemble a :class:`~napari_seal.io.sample.SpatialSample` from what an ST reader returned.
+"""Assemble a :class:`~napari_seal.io.sample.SpatialSample` from an ST reader's output.
 
 Opens the image, validates the spots against it, resolves the pixel size (``mpp`` >
 the source's metadata > the slide's metadata > the spot-grid estimate) and records

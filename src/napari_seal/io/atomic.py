@@ -44,10 +44,12 @@ def ensure_writable_dir(path: str | Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        msg = f"cannot create output folder {path}: {err.strerror}; choose another --out"
+        msg = (f"cannot create output folder {path}: {err.strerror}; "
+               "choose another --out")
         raise OutputPathError(msg) from err
     if not os.access(path, os.W_OK):
-        msg = f"output folder {path} is not writable; choose another --out or fix its permissions"
+        msg = (f"output folder {path} is not writable; choose another --out or fix "
+               "its permissions")
         raise OutputPathError(msg)
     return path
 
@@ -151,7 +153,7 @@ def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     tmp_path.chmod(0o666 & ~_umask())
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        tmp_path.replace(path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
@@ -169,7 +171,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     except OSError as err:
         if isinstance(err, OutputPathError):
             raise
-        msg = f"cannot write {path}: {err.strerror or err}; free disk space or choose another path"
+        msg = (f"cannot write {path}: {err.strerror or err}; free disk space or "
+               "choose another path")
         raise OutputPathError(msg) from err
     return path
 

@@ -193,7 +193,7 @@ def _technology_defaults(
 
 
 def read_hest_st(root: str | Path, *, sample_id: str | None = None) -> StData:
-    """Read one sample of a HEST-1k folder as :class:`~napari_seal.io.st.contract.StData`.
+    """Read a sample of a HEST-1k folder as :class:`~napari_seal.io.st.contract.StData`.
 
     Parameters
     ----------
@@ -252,7 +252,7 @@ def load_sample(
     mpp: float | None = None,
     sample_id: str | None = None,
 ) -> SpatialSample:
-    """Load a HEST-layout sample folder as a :class:`~napari_seal.io.sample.SpatialSample`.
+    """Load a HEST-layout folder as a :class:`~napari_seal.io.sample.SpatialSample`.
 
     Parameters
     ----------

@@ -106,9 +106,9 @@ def open_sample(
         sample = open_st_path(st, kind=kind, mpp=mpp, image=slide)
     else:
         msg = (
-            f"{st} is not an ST sample napari-seal reads: expected a HEST sample folder, "
-            "a Space Ranger output folder or an .h5ad with obsm['spatial'] (legacy ST "
-            "tables: import them first with `napari-seal import legacy-st`)"
+            f"{st} is not an ST sample napari-seal reads: expected a HEST sample "
+            "folder, a Space Ranger output folder or an .h5ad with obsm['spatial'] "
+            "(legacy ST tables: import them first with `napari-seal import legacy-st`)"
         )
         raise BadInputError(msg)
     sample.metadata["path"] = str(st)

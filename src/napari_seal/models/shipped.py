@@ -19,8 +19,8 @@ from typing import Any
 
 from napari_seal.errors import ShippedModelError
 
-__all__ = ["SHIPPED_MODEL", "shipped_model_info", "model_summary", "shipped_model_summary",
-           "shipped_run_path"]
+__all__ = ["SHIPPED_MODEL", "shipped_model_info", "model_summary",
+           "shipped_model_summary", "shipped_run_path"]
 
 SHIPPED_MODEL = "seal-default-her2st"
 PROVENANCE_JSON = "provenance.json"
@@ -99,8 +99,8 @@ def shipped_model_summary(info: dict[str, Any] | None = None) -> str:
     held = info.get("held_out", {})
     sections = ", ".join(s.removeprefix("her2st_") for s in data.get("sections", []))
     lines = [
-        f"{info.get('name', SHIPPED_MODEL)}: {info.get('encoder', '?')} encoder + SEAL, "
-        f"{info.get('genes', '?')} genes",
+        f"{info.get('name', SHIPPED_MODEL)}: {info.get('encoder', '?')} encoder + "
+        f"SEAL, {info.get('genes', '?')} genes",
         f"trained on {data.get('dataset', '?')} {sections} "
         f"({data.get('attribution', '')}; {data.get('licence', '')})",
     ]

@@ -18,8 +18,8 @@ The guard is an entry on ``sys.meta_path`` that only looks at the name ``triton`
 is installed by ``import napari_seal`` (so the Python API called from napari's console,
 the reader and the demo are covered, not only the widgets) and again, idempotently,
 when napari loads the widgets (:mod:`napari_seal._widgets`). It lives in the core
-because the clash is not napari's: any process with Mesa's LLVM mapped has it. Upstream: triton PR #9922
-("Minimize exported symbols"). See ``docs/napari.md``.
+because the clash is not napari's: any process with Mesa's LLVM mapped has it.
+Upstream: triton PR #9922 ("Minimize exported symbols"). See ``docs/napari.md``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _mapped(fragment: str) -> bool:
 
 
 def foreign_llvm_loaded() -> bool:
-    """True when a shared ``libLLVM`` (Mesa's llvmpipe or radeonsi) is in this process."""
+    """True if a shared ``libLLVM`` (Mesa's llvmpipe or radeonsi) is in this process."""
     return _mapped("/libLLVM")
 
 
@@ -64,11 +64,15 @@ def preload_triton(*, force: bool = False) -> bool:
         return False
     if spec is None or not spec.submodule_search_locations:
         return False
-    lib = os.path.join(next(iter(spec.submodule_search_locations)), "_C", "libtriton.so")
-    if not os.path.exists(lib):
+    from pathlib import Path  # not at module level: ``import napari_seal`` stays light
+
+    lib = Path(next(iter(spec.submodule_search_locations))) / "_C" / "libtriton.so"
+    # os.path.exists never raises; Path.exists re-raises e.g. EACCES (Python 3.11), and
+    # this runs inside an import hook, which must not break ``import triton`` itself
+    if not os.path.exists(lib):  # noqa: PTH110
         return False
     try:
-        ctypes.CDLL(lib, mode=os.RTLD_NOW | os.RTLD_LOCAL | os.RTLD_DEEPBIND)
+        ctypes.CDLL(str(lib), mode=os.RTLD_NOW | os.RTLD_LOCAL | os.RTLD_DEEPBIND)
     except OSError as err:  # a broken triton install fails later, on its own import
         log.warning("could not preload %s: %s", lib, err)
         return False
@@ -77,7 +81,7 @@ def preload_triton(*, force: bool = False) -> bool:
 
 
 class _TritonGuard:
-    """``sys.meta_path`` entry that runs :func:`preload_triton` before ``import triton``."""
+    """``sys.meta_path`` entry: runs :func:`preload_triton` before ``import triton``."""
 
     _busy = False
 
@@ -92,7 +96,7 @@ class _TritonGuard:
                     sys.meta_path.remove(self)
             finally:
                 self._busy = False
-        return None  # the normal finders import it
+        return  # None: the normal finders import it
 
 
 def install_triton_guard() -> None:

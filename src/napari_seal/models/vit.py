@@ -1,7 +1,8 @@
 """Vision-transformer builders (timm) and key conversions for the registry.
 
 * ``build_timm``: ``timm.create_model(spec.timm_name, pretrained=False, **kwargs)``
-  exactly as ``reference/encoders.md`` gives the kwargs (weights are never fetched from a hub).
+  exactly as ``reference/encoders.md`` gives the kwargs (weights are never fetched
+  from a hub).
 * :class:`ClsMeanViT`: a timm ``VisionTransformer`` whose output is
   ``cat(CLS, mean(patch tokens))`` where the patch tokens exclude the CLS and register
   tokens (Virchow: tokens ``[1:]``; Virchow2 and H0-mini: tokens ``[5:]``). It is built

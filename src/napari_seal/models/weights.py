@@ -322,7 +322,7 @@ def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
 def mismatch_error(
     diff: StateDiff, *, raw: Mapping | None, spec, source, suggest=None
 ) -> WeightsError:
-    """The error for weights that do not fit; ``suggest(raw, exclude=)`` ranks entries."""
+    """Error for weights that do not fit; ``suggest(raw, exclude=)`` ranks entries."""
     name = spec.name if spec is not None else "this module"
     src = f"weights {source}" if source is not None else "these weights"
     msg = f"{src} do not fit encoder {name!r}: {diff.describe()}."

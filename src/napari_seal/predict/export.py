@@ -73,7 +73,8 @@ def export_trident_h5(store: Any, out: str | os.PathLike) -> Path:
     Parameters
     ----------
     store
-        An :class:`~napari_seal.predict.expression.EmbeddingStore` or its path (must be complete).
+        An :class:`~napari_seal.predict.expression.EmbeddingStore` or its path
+        (must be complete).
     out
         The ``.h5`` file to write (atomically).
 
@@ -188,7 +189,8 @@ def export_geojson(
     Parameters
     ----------
     store
-        An :class:`~napari_seal.predict.expression.EmbeddingStore` or its path (complete).
+        An :class:`~napari_seal.predict.expression.EmbeddingStore` or its path
+        (complete).
     head
         Expression head, SEAL run or saved probe (see
         :func:`~napari_seal.predict.expression.expression_head`).

@@ -1,6 +1,7 @@
 """Expression prediction from an embedding store, and lazy per-gene overlays.
 
-- :func:`open_store` reads a store written by :func:`napari_seal.embedding.run.iter_embed`.
+- :func:`open_store` reads a store written by
+  :func:`napari_seal.embedding.run.iter_embed`.
 - :func:`expression_head` turns a SEAL run (its image->gene decoder) or a saved ridge
   head into an :class:`~napari_seal.predict.heads.ExpressionHead`.
 - :func:`expression_image` gives one gene as a lazy 2-D dask image on the tile grid

@@ -141,7 +141,8 @@ class LiveOverlay:
     def set_gene(self, gene: str) -> None:
         """Paint ``gene`` (unknown genes raise the head's ``GeneQueryError``)."""
         self._gene_index = self.head.index([gene])
-        if self._hidden is not None and self.gene != self.head.genes[self._gene_index[0]]:
+        if (self._hidden is not None
+                and self.gene != self.head.genes[self._gene_index[0]]):
             self._reliability_gene = None  # a switch: the map follows the painted gene
         self.gene = self.head.genes[self._gene_index[0]]
         self.image[:] = np.nan

@@ -1,7 +1,8 @@
 """The HEST linear-probe protocol on arrays: targets, gene choice, probe, Pearson.
 
-This module is pure numpy/scipy/scikit-learn (no torch); :mod:`napari_seal.evaluate.benchmark`
-adds features (encoders, spot patches), folds and the JSON report on top of it.
+This module is pure numpy/scipy/scikit-learn (no torch);
+:mod:`napari_seal.evaluate.benchmark` adds features (encoders, spot patches), folds and
+the JSON report on top of it.
 
 Protocol (HEST-Benchmark, ``reference/seal_method.md`` 5.1), per fold:
 

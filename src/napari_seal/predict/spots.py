@@ -1,10 +1,10 @@
 """Predicted expression at the spots of an ST sample, next to the measured values.
 
-Re-exported by :mod:`napari_seal.predict.expression` (``spot_predictions``, ``compare_at_spots``,
-``measured_expression``). Spot values: from a store, a spot takes the prediction of
-the tile that contains its centre (nearest tile centre; NaN when no tissue tile
-covers it); from an encoder or a run, spot-centred patches (the encoder's tile size
-and pixel size, as in training and ``bench``) are embedded directly.
+Re-exported by :mod:`napari_seal.predict.expression` (``spot_predictions``,
+``compare_at_spots``, ``measured_expression``). Spot values: from a store, a spot takes
+the prediction of the tile that contains its centre (nearest tile centre; NaN when no
+tissue tile covers it); from an encoder or a run, spot-centred patches (the encoder's
+tile size and pixel size, as in training and ``bench``) are embedded directly.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Scoring of gene queries (the core of :mod:`napari_seal.retrieval.gene_query`, see its docs).
+"""Scoring gene queries (core of :mod:`napari_seal.retrieval.gene_query`, see its docs).
 
 Routes, the query vector, the omics embedding of a query, the L2-normalised
 embedding cache of a store and per-tile / per-embedding scores.
@@ -294,7 +294,8 @@ _HEADS: dict[int, tuple[Any, Any]] = {}
 
 
 def _head(run: Any) -> Any:
-    """The run's decoder as a cached :class:`~napari_seal.predict.expression.ExpressionHead`."""
+    """The run's decoder as a cached
+    :class:`~napari_seal.predict.expression.ExpressionHead`."""
     from napari_seal.predict.expression import expression_head
 
     key = id(run.decoder)
@@ -452,8 +453,8 @@ def score_store(
     Parameters
     ----------
     store
-        An open :class:`~napari_seal.predict.expression.EmbeddingStore` (keep it between queries:
-        it caches the decoder's hidden layer) or its path.
+        An open :class:`~napari_seal.predict.expression.EmbeddingStore` (keep it
+        between queries: it caches the decoder's hidden layer) or its path.
     run, query, route, level_sd, contrast
         As in :func:`score_embeddings`.
     omics_query

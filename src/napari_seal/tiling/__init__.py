@@ -1,6 +1,7 @@
 """Tissue mask, the tile grid with stable integer tile ids, spot-centred crops, QC.
 
-May import: :mod:`napari_seal.io`, :mod:`napari_seal.errors`, :mod:`napari_seal.progress`.
+May import: :mod:`napari_seal.io`, :mod:`napari_seal.errors`,
+:mod:`napari_seal.progress`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``TilingConfig``: the tile geometry and tissue-detection settings (validated, frozen).
+"""``TilingConfig``: tile geometry and tissue-detection settings (validated, frozen).
 
 Shared by the tissue mask (:mod:`~napari_seal.tiling.tissue`) and the tile grid
 (:mod:`~napari_seal.tiling.grid`); its JSON copy is written into every embedding store.

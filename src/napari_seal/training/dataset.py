@@ -2,11 +2,11 @@
 
 Each training spot contributes a ``tile_px`` x ``tile_px`` uint8 patch at the encoder's
 ``mpp`` centred on the spot (resampled from the slide's own pixel size by
-:func:`napari_seal.tiling.grid.spot_patches`) and its panel-space expression row. Patches are
-read once, so the training loop never touches the slide and needs no DataLoader
-worker processes (it runs inside napari's thread worker as well as in a terminal).
-Batches come from a permutation seeded by ``(seed, epoch)``, so a resumed run sees the
-same order.
+:func:`napari_seal.tiling.grid.spot_patches`) and its panel-space expression row.
+Patches are read once, so the training loop never touches the slide and needs no
+DataLoader worker processes (it runs inside napari's thread worker as well as in a
+terminal). Batches come from a permutation seeded by ``(seed, epoch)``, so a resumed run
+sees the same order.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Whole-slide images: open any supported file as a lazy multiscale pyramid.
 
-Owns the slide backends (tifffile, flat JPEG/PNG through a zarr cache, OpenSlide) and the
-streaming pyramidal TIFF writer. May import: :mod:`napari_seal.errors`,
+Owns the slide backends (tifffile, flat JPEG/PNG through a zarr cache, OpenSlide) and
+the streaming pyramidal TIFF writer. May import: :mod:`napari_seal.errors`,
 :mod:`napari_seal.progress`, :mod:`napari_seal.io.atomic`.
 """
 

@@ -130,8 +130,8 @@ def write_pyramidal_tiff(
     path
         Output ``.tif`` path (written atomically; an existing file is replaced).
     source
-        A :class:`~napari_seal.io.slide.core.Slide` (its pyramid levels are reused), or an
-        ``(H, W, 3)`` uint8 numpy/dask array.
+        A :class:`~napari_seal.io.slide.core.Slide` (its pyramid levels are reused), or
+        an ``(H, W, 3)`` uint8 numpy/dask array.
     mpp
         Micrometres per level-0 pixel, stored in the resolution tags and description.
     tile_px

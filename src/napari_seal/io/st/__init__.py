@@ -1,10 +1,10 @@
 """Spatial-transcriptomics readers behind one contract.
 
-:mod:`~napari_seal.io.st.contract` (``StData``, ``validate_st``, ``build_adata``) is what
-every reader returns (re-exported here); :func:`napari_seal.io.st.read.read_st` dispatches a path to the reader
-for its kind (h5ad, Space Ranger, legacy ST, HEST). :mod:`~napari_seal.io.st.grid`
-estimates the pixel size from the spot grid. May import: :mod:`napari_seal.errors`,
-:mod:`napari_seal.io.slide`.
+:mod:`~napari_seal.io.st.contract` (``StData``, ``validate_st``, ``build_adata``) is
+what every reader returns (re-exported here); :func:`napari_seal.io.st.read.read_st`
+dispatches a path to the reader for its kind (h5ad, Space Ranger, legacy ST, HEST).
+:mod:`~napari_seal.io.st.grid` estimates the pixel size from the spot grid. May import:
+:mod:`napari_seal.errors`, :mod:`napari_seal.io.slide`.
 """
 
 from __future__ import annotations
