@@ -17,6 +17,12 @@ gene's median" (the protocol of ``napari_seal.evaluate.reliability_metrics``) of
   the training spots' log1p total counts; the true depth as its oracle), the held-out
   tile's spatial neighbours (SD of their predictions, the estimates averaged over
   them), and rank means of these with expected error;
+- the prediction's own direction: the signed predicted z (skewed genes err most where
+  they are high), a tail probability (the fraction of the 64 neighbours farther from
+  the prediction than the gene's pooled median distance), and rank means with it;
+- with ``--seed-workdir W`` (the same benchmark trained with another ``--set seed=N``):
+  the two LoRA seeds' disagreement ``|prediction - other seed's prediction|``, its rank
+  mean with expected error, and expected error averaged over both seeds' neighbours;
 - (not an AUROC) the fraction of the held-out spots the default threshold hides, at
   the default number of neighbours;
 - the prediction alone (mean ``|bank z - prediction|`` over every bank spot),
@@ -27,7 +33,8 @@ docs/queries.md quotes its output. Not part of the test suite; ~1 min per fold.
 
 Usage::
 
-    python benchmarks/explore_reliability_cv.py --workdir /tmp/napari-seal-genequery
+    python benchmarks/explore_reliability_cv.py --workdir /tmp/napari-seal-genequery \
+        [--seed-workdir /tmp/gq-seed1] [--json OUT]
 """
 
 import argparse
@@ -58,8 +65,10 @@ def log_depth(sample) -> np.ndarray:
 
 
 def rank_columns(u: np.ndarray) -> np.ndarray:
-    """Each column's values replaced by their ranks scaled to [0, 1]."""
-    r = np.argsort(np.argsort(u, axis=0), axis=0).astype(np.float64)
+    """Each column's values replaced by their mid-ranks (ties share one) in [0, 1]."""
+    from scipy.stats import rankdata
+
+    r = rankdata(np.asarray(u, dtype=np.float64), axis=0) - 1.0
     return r / max(len(u) - 1, 1)
 
 
@@ -67,6 +76,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/napari-seal-genequery"))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--seed-workdir", type=Path, default=None,
+                    help="a workdir trained with another --set seed=N")
     args = ap.parse_args()
     os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
     from napari_seal.evaluate.retrieval_metrics import (
@@ -90,7 +101,7 @@ def main() -> int:
     names = {s: samples[s].name for s in samples}
     res = {}
     for held in b.SECTIONS:
-        rd = b.find_run(held, names, wd)
+        rd = b.find_run(held, names, wd, own_only=True)
         if rd is None:
             continue
         run = load_run(rd)
@@ -200,6 +211,35 @@ def main() -> int:
         }
         for label, terms in combos.items():
             out[label] = score(sum(rank_columns(t) for t in terms))
+        # the prediction's own direction, and a tail probability of the label
+        out["signed predicted z"] = score(pz)
+        dist64 = np.abs(v64 - pz[:, None])
+        t = np.median(dist64.reshape(-1, ng), 0)
+        out["tail probability k64"] = score((dist64 > t).mean(1))
+        out["rank mean: expected error k64 + signed predicted z"] = score(
+            rank_columns(experr64) + rank_columns(pz))
+        if args.seed_workdir:
+            rd2 = b.find_run(held, names, args.seed_workdir, own_only=True)
+            if rd2 is None:
+                print(f"{held}: no run in {args.seed_workdir}")
+            else:
+                run2 = load_run(rd2)
+                if list(run2.panel.genes) != list(run.panel.genes):
+                    msg = f"{held}: the two runs' panels differ"
+                    raise SystemExit(msg)
+                e2 = b.features(args.seed_workdir / "features", b.seal_tag(rd2),
+                                samples[held], run2.encoder)[hkeep]
+                head2 = expression_head(run2)
+                pz2 = (head2.output(head2.hidden(e2), head2.index(genes))
+                       - mean) / std
+                gap = np.abs(pz - pz2)
+                out["seeds: |prediction - other seed's|"] = score(gap)
+                out["seeds: rank mean expected error k64 + disagreement"] = score(
+                    rank_columns(experr64) + rank_columns(gap))
+                nb2 = neighbours(run2, e2, k=64)
+                v2 = bank_zscores(run2)[:, idx][nb2.index]
+                both = (experr64 + np.abs(v2 - pz[:, None]).mean(1)) / 2
+                out["seeds: expected error k64, both seeds' neighbours"] = score(both)
         hdepth = log_depth(samples[held])[hkeep]
         out["oracle low depth (needs the ST data)"] = score(
             np.repeat(-hdepth[:, None], ng, 1))
