@@ -47,6 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_gene_query_her2st as b  # noqa: E402
+from explore_route_ensemble import _ranks  # noqa: E402
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float):
@@ -66,10 +67,7 @@ def log_depth(sample) -> np.ndarray:
 
 def rank_columns(u: np.ndarray) -> np.ndarray:
     """Each column's values replaced by their mid-ranks (ties share one) in [0, 1]."""
-    from scipy.stats import rankdata
-
-    r = rankdata(np.asarray(u, dtype=np.float64), axis=0) - 1.0
-    return r / max(len(u) - 1, 1)
+    return (_ranks(u) - 1.0) / max(len(u) - 1, 1)
 
 
 def main() -> int:
