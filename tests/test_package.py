@@ -99,7 +99,8 @@ def test_public_api_names_are_stable_objects():
 def test_layout_has_no_import_cycles_and_few_loose_modules():
     """The layout rule of DESIGN section 2, measured from the source: no import cycle
     between top-level units or between files (module or function level), at most 15
-    modules loose in ``src/napari_seal``, none over 500 lines."""
+    modules loose in ``src/napari_seal``, none over 500 lines (a widget module, under
+    ``_widgets/``, none over 250: DESIGN section 2)."""
     import ast
 
     root = REPO / "src" / "napari_seal"
@@ -109,7 +110,8 @@ def test_layout_has_no_import_cycles_and_few_loose_modules():
         if parts[-1] == "__init__":
             parts = parts[:-1]
         mods[".".join(parts)] = p
-        assert len(p.read_text().splitlines()) <= 500, p
+        cap = 250 if "_widgets" in p.parts else 500
+        assert len(p.read_text().splitlines()) <= cap, p
 
     def resolve(name):
         while name and name not in mods:

@@ -292,7 +292,7 @@ def test_encoder_with_a_saved_head_in_the_panel(make_napari_viewer, qtbot, tmp_p
     """An encoder with a head saved by `bench --save-head` is a model of the panel:
     predicted expression painted live (equal to the batch prediction), no reliability
     map, and query scores refused with a message."""
-    from napari_seal._widgets.view_jobs import EncoderWithHead
+    from napari_seal._widgets.live_jobs import EncoderWithHead
     from napari_seal.predict.expression import (
         expression_head,
         expression_image,

@@ -28,7 +28,7 @@ class ModelChoice(QWidget):
 
     ``chosen(model)`` is emitted whenever a model becomes the current entry (picked,
     offered, or the picker's folder): a run folder (str) or an
-    :class:`~napari_seal._widgets.view_jobs.EncoderWithHead`; the info line is the
+    :class:`~napari_seal._widgets.live_jobs.EncoderWithHead`; the info line is the
     caller's.
     """
 
@@ -64,7 +64,7 @@ class ModelChoice(QWidget):
 
     def offer(self, model: Any) -> None:
         """Make ``model`` current (added to the list if new): a run folder, or an
-        :class:`~napari_seal._widgets.view_jobs.EncoderWithHead`."""
+        :class:`~napari_seal._widgets.live_jobs.EncoderWithHead`."""
         model = model if hasattr(model, "head") else str(model)
         idx = self._index(model)
         if idx < 0:

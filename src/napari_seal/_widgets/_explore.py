@@ -26,13 +26,13 @@ from napari_seal._widgets._common import Job, notify_error, source_layers
 from napari_seal._widgets._live import LiveOverlayView
 from napari_seal._widgets._reliability import LIVE_UNCERTAINTY, ReliabilityControls
 from napari_seal._widgets._state import observe_state, publish
-from napari_seal._widgets.view_jobs import (
+from napari_seal._widgets.live_jobs import (
     EncoderWithHead,
-    iter_compare_at_spots,
     live_maker,
     prepare_live,
     start_early,
 )
+from napari_seal._widgets.view_jobs import iter_compare_at_spots
 from napari_seal.errors import BadInputError, SealError
 from napari_seal.models.shipped import model_summary
 from napari_seal.predict.expression import expression_head

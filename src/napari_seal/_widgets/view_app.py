@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari_seal._widgets.view_jobs import start_early
+from napari_seal._widgets.live_jobs import start_early
 
 __all__ = ["run_view"]
 

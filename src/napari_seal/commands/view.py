@@ -186,8 +186,8 @@ def run(args: argparse.Namespace) -> int:
         for lib in ("timm", "peft"):
             with contextlib.suppress(ImportError):
                 importlib.import_module(lib)
+    from napari_seal._widgets.live_jobs import EncoderWithHead
     from napari_seal._widgets.view_app import run_view
-    from napari_seal._widgets.view_jobs import EncoderWithHead
 
     result = run_view(
         obj,
