@@ -10,7 +10,11 @@ Prints, for the ``default`` encoder (EfficientNet-Lite0) on real her2st tissue t
    18,548 x 19,822 px pyramidal JPEG TIFF (cached in ``--workdir``), with where the
    set-up time goes (slide + encoder, tissue mask + grid + store, warm-up);
 3. the ratios: end-to-end steady / best model-only (goal >= 0.9) and first 10 % of
-   the tiles / the rest (goal >= 0.8);
+   the tiles / the rest (goal >= 0.8). Model-only and end-to-end rounds alternate
+   (``--rounds``: each round is one model-only pass of every configuration, then one
+   ``embed``), and both sides take their best round, so a slow spell of the shared
+   machine hits neither side alone; every round prints the CPU time the hypervisor
+   stole from this VM (``/proc/stat``), which says when a round was disturbed;
 4. with ``--train``: a short default SEAL run (``cpu`` preset, ``--train-steps``
    steps) on the bundled sample: ``prepare`` (the frozen-prefix view cache) time vs
    its ceiling (the same number of full forwards at the best model-only rate), and
@@ -63,6 +67,23 @@ def real_tissue_slide(workdir: Path):
         write_pyramidal_tiff(path, big, mpp=float(src.mpp), tile_px=512, quality=90)
         print(f"wrote {path.name} in {time.perf_counter() - t0:.0f} s")
     return open_slide(path)
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """``(steal, total)`` CPU ticks since boot from ``/proc/stat``; None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(v) for v in fields[:8]]
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+
+
+def steal_pct(t0: tuple[int, int] | None, t1: tuple[int, int] | None) -> float | None:
+    """Percent of the CPU time between two :func:`cpu_ticks` samples that was stolen."""
+    if t0 is None or t1 is None or t1[1] <= t0[1]:
+        return None
+    return 100.0 * (t1[0] - t0[0]) / (t1[1] - t0[1])
 
 
 def model_only(encoder, tiles: np.ndarray, *, batch_size: int, rounds: int) -> dict:
@@ -193,26 +214,47 @@ def main(argv: list[str] | None = None) -> int:
         f"auto plan: {auto.precision}, {auto.memory_format} ({auto.reason})\n"
         f"slide: {slide.width_px} x {slide.height_px} px, {len(grid)} tissue tiles"
     )
-    best = model_only(encoder, tiles, batch_size=args.batch_size, rounds=args.rounds)
+    best = dict.fromkeys(CONFIGS, 0.0)
+    rounds = []
+    print(f"\nrounds (model-only: {len(tiles)} real tiles in memory):")
+    for r in range(max(1, args.rounds)):
+        t0 = cpu_ticks()
+        this = model_only(encoder, tiles, batch_size=args.batch_size, rounds=1)
+        t1 = cpu_ticks()
+        run = end_to_end(
+            slide,
+            encoder,
+            batch_size=args.batch_size,
+            max_tiles=args.max_tiles,
+            workdir=args.workdir,
+        )
+        run["model_only_tiles_per_s"] = {f"{p}/{f}": v for (p, f), v in this.items()}
+        run["steal_pct_model_only"] = steal_pct(t0, t1)
+        run["steal_pct_end_to_end"] = steal_pct(t1, cpu_ticks())
+        rounds.append(run)
+        best = {k: max(best[k], this[k]) for k in CONFIGS}
+        fmt_steal = ", ".join(
+            "n/a" if v is None else f"{v:.1f} %"
+            for v in (run["steal_pct_model_only"], run["steal_pct_end_to_end"])
+        )
+        print(
+            f"  round {r + 1}: best model-only {max(this.values()):.1f} tiles/s, "
+            f"embed steady {run['steady_tiles_per_s']:.1f} tiles/s "
+            f"(stolen CPU time: {fmt_steal})"
+        )
     top = max(best, key=best.get)
-    print(f"\nmodel-only ({len(tiles)} real tiles in memory, best of {args.rounds}):")
+    print(f"\nmodel-only (best of {len(rounds)}):")
     for (precision, fmt), rate in best.items():
         mark = " <- best" if (precision, fmt) == top else ""
         print(f"  {precision} {fmt:>13}: {rate:6.1f} tiles/s{mark}")
-    e2e = end_to_end(
-        slide,
-        encoder,
-        batch_size=args.batch_size,
-        max_tiles=args.max_tiles,
-        workdir=args.workdir,
-    )
+    e2e = max(rounds, key=lambda run: run["steady_tiles_per_s"])
     plan = e2e["plan"]
     auto_rate = best[(plan["precision"], plan["memory_format"])]
     ratio = e2e["steady_tiles_per_s"] / best[top]
     start = e2e["first10_tiles_per_s"] / e2e["rest_tiles_per_s"]
     print(
-        f"\nembed end-to-end ({e2e['tiles']} tiles, plan {plan['precision']} "
-        f"{plan['memory_format']}):\n"
+        f"\nembed end-to-end (best of {len(rounds)}; {e2e['tiles']} tiles, plan "
+        f"{plan['precision']} {plan['memory_format']}):\n"
         f"  set-up: open + encoder {e2e['open_s']:.1f} s, tissue + grid + store "
         f"{e2e['tissue_grid_store_s']:.1f} s, warm-up {e2e['warmup_s']:.1f} s\n"
         f"  steady {e2e['steady_tiles_per_s']:.1f} tiles/s (with set-up "
@@ -231,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_only_tiles_per_s": {f"{p}/{f}": r for (p, f), r in best.items()},
         "best_model_only": f"{top[0]}/{top[1]}",
         "end_to_end": e2e,
+        "rounds": rounds,
         "ratio_e2e_vs_best_model": ratio,
         "ratio_first10_vs_rest": start,
     }
