@@ -78,3 +78,20 @@ def test_resized_crop_keeps_size_and_zooms_in():
     assert y.shape == (8, 1, 64, 64)
     # a crop of >= 80% area never shows only one half
     assert bool(((y.mean(dim=(1, 2, 3)) > 0.1) & (y.mean(dim=(1, 2, 3)) < 0.9)).all())
+
+
+@pytest.mark.parametrize("mode", ["none", "soft", "hard"])
+def test_the_callers_images_are_never_modified(mode):
+    """The hard chain works in place on its own intermediates (for speed,
+    benchmarks/bench_augment.py): never on the tensor it was given."""
+    x = torch.rand(6, 3, 16, 16)
+    keep = x.clone()
+    y = A.augment_batch(x, mode=mode, generator=_gen(5))
+    assert torch.equal(x, keep)
+    if mode != "none":
+        assert not torch.equal(y, keep)
+    z = torch.rand(2, 3, 8, 8)
+    keep_z = z.clone()
+    A._hed_jitter(z, _gen(0))
+    A._dihedral(z, _gen(0))
+    assert torch.equal(z, keep_z)

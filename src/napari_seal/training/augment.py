@@ -55,14 +55,14 @@ def _dihedral(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     n = x.shape[0]
     ks = torch.randint(0, 4, (n,), generator=g)
     flips = torch.rand(n, generator=g) < 0.5
-    out = x.clone()
-    for k in range(1, 4):
-        idx = (ks == k).nonzero().flatten().to(x.device)
-        if idx.numel():
-            out[idx] = torch.rot90(out[idx], k, dims=(2, 3))
-    idx = flips.nonzero().flatten().to(x.device)
-    if idx.numel():
-        out[idx] = out[idx].flip(3)
+    # each of the 8 (rotation, flip) groups is written once, from x
+    out = torch.empty_like(x)
+    for k in range(4):
+        for flip in (False, True):
+            idx = ((ks == k) & (flips == flip)).nonzero().flatten().to(x.device)
+            if idx.numel():
+                y = torch.rot90(x[idx], k, dims=(2, 3)) if k else x[idx]
+                out[idx] = y.flip(3) if flip else y
     return out
 
 
@@ -105,8 +105,10 @@ def _hed_jitter(
     beta = _u(n, -sigma, sigma, g, 3).double()
     mats = _HED_FROM_RGB.T @ torch.diag_embed(alpha) @ _RGB_FROM_HED.T  # (n, 3, 3)
     offset = beta @ _RGB_FROM_HED  # (n, 3)
-    od = -torch.log(x.clamp(min=1e-6))
-    return torch.exp(-_apply_affine(od, mats, offset)).clamp(0, 1)
+    # exp(-(M @ -log x + o)) == exp(M @ log x - o) bit for bit (negation is exact);
+    # in place, so the ~100 MB batch is not copied at every step
+    log_x = x.clamp_min(1e-6).log_()
+    return _apply_affine(log_x, mats, -offset).exp_().clamp_(0, 1)
 
 
 _GREY = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
@@ -159,14 +161,16 @@ def _blur(x: torch.Tensor, g: torch.Generator, *, ksize: int = 7) -> torch.Tenso
 
 
 def _on_subset(x: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
-    """Apply ``fn`` to the images selected by ``mask`` only (random draws for those)."""
+    """Apply ``fn`` to the images selected by ``mask`` only (random draws for those).
+
+    Writes into ``x`` (an intermediate of :func:`augment_batch`, never the caller's).
+    """
     idx = mask.nonzero().flatten()
     if idx.numel() == 0:
         return x
     idx = idx.to(x.device)
-    out = x.clone()
-    out[idx] = fn(x[idx])
-    return out
+    x[idx] = fn(x[idx])
+    return x
 
 
 def augment_batch(
@@ -197,7 +201,7 @@ def augment_batch(
     if mode not in MODES:
         msg = f"augment mode {mode!r} is unknown; choose one of {', '.join(MODES)}"
         raise ValueError(msg)
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
     if mode == "none":
         return x
     n = x.shape[0]
@@ -221,4 +225,4 @@ def augment_batch(
         return y + torch.randn(y.shape, generator=generator).to(y) * std
 
     x = _on_subset(x, p_noise, _noise)
-    return x.clamp(0, 1)
+    return x.clamp_(0, 1)
