@@ -49,7 +49,7 @@ test-slow: setup
 	$(PY) -m pytest -m slow
 
 lint: setup
-	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check src tests
+	$(PY) -m pip install -q "ruff==0.17.6" && $(VENV)/bin/ruff check src tests
 
 clean-venv:
 	rm -rf $(VENV)
