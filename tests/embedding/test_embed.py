@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -60,6 +61,7 @@ def test_store_layout_attrs_and_values(full_store, slide, vit_encoder):
     assert attrs["precision"] == "fp32"
     assert attrs["inference"]["precision"] == "fp32"
     assert attrs["inference"]["memory_format"] == "contiguous"  # a ViT
+    assert attrs["inference"]["read_workers"] >= 1  # auto: what the run used
     assert attrs["grid"]["n_cols"] == grid.n_cols
     sig = attrs["signature"]
     assert sig["encoder"]["name"] == vit_encoder.name
@@ -292,3 +294,17 @@ def test_run_adapters_are_in_the_signature(tmp_path, slide, vit_encoder):
     (run_dir / "adapter.safetensors").write_bytes(b"adapter-v2")
     with pytest.raises(CacheMismatchError, match=r"encoder\.adapter_sha256"):
         embed(slide, Run(), path, max_tiles=3)
+
+
+def test_auto_read_workers_leaves_the_cpu_to_the_model():
+    from napari_seal.embedding.run import auto_read_workers
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    # the model's threads take every core: one reader, never none
+    assert auto_read_workers("cpu", cores) == 1
+    assert auto_read_workers("cpu", cores + 8) == 1
+    assert auto_read_workers("cpu", 1) == max(1, min(4, cores - 1))
+    # beside a GPU the host only reads: more readers, within bounds
+    assert 2 <= auto_read_workers("cuda", 1) <= 8
+    assert auto_read_workers("cuda", 1) == max(2, min(8, cores - 1))
