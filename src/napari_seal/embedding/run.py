@@ -87,10 +87,10 @@ def auto_read_workers(device_type: str, torch_threads: int) -> int:
     """Reader threads for ``embed`` when none are asked for.
 
     On the CPU the model's ``torch_threads`` already use the cores; a reader thread
-    beyond the cores left over only preempts them (2-core AVX512-BF16 machine, 6
-    interleaved runs each: 1 reader 128.6 tiles/s mean vs 2 readers 123.6, 5 of 6
-    pairs faster; ``docs/benchmarks.md``), so one reader per free core, at least one,
-    at most 4. On a GPU the host only reads and decodes: every core but one, at most
+    beyond the cores left over only preempts them (2-core AVX512-BF16 machine,
+    ``benchmarks/bench_read_workers.py``: 1 reader 129.4 tiles/s mean vs 2 readers
+    125.0, faster in 4 of 4 interleaved rounds), so one reader per free core, at
+    least one, at most 4. On a GPU the host only reads and decodes: every core but one, at most
     8 (decoding must keep up with ~1,000 tiles/s there).
     """
     try:
