@@ -1,0 +1,128 @@
+"""How many exemplars should a gene query use? her2st leave one section out (issue 15).
+
+The default omics route's query vector is the mean omics embedding of the bank spots
+in the top quartile of the query (``napari_seal.retrieval.exemplar.DEFAULT_TOP``),
+minus the mean of all bank spots. For the SEAL runs of a
+``bench_gene_query_her2st.py`` workdir, this scores each held-out section's spots with
+
+- ``top=F`` for each ``--tops`` fraction (the default 0.25 among them);
+- ``weighted``: every bank spot weighted by its centred query score,
+  ``sum_i (s_i - mean s) e_i`` (the covariance of the score with the embedding: no
+  cut-off at all);
+- ``weighted+``: only the spots above the mean score, weighted by how far above;
+
+and prints the mean AUROC over the 50 most variable panel genes per fold, plus ERBB2
+and GRB7 (that benchmark's protocol and labels; its feature cache, so seconds per fold).
+A knob chosen here is chosen on all five folds at once: read the per-fold rows, not only
+the mean.
+
+Usage::
+
+    python benchmarks/explore_exemplar_top.py --workdir /tmp/gq-WORKDIR [--json OUT] \
+        [--tops 0.05 0.1 0.25 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SECTIONS = ("C2", "C3", "C4", "C5", "C6")
+
+
+def _unit(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return m / np.maximum(np.linalg.norm(m, axis=-1, keepdims=True), 1e-12)
+
+
+def query_vectors(run, genes: list[str], tops: list[float]) -> dict[str, np.ndarray]:
+    """``{method: (n_genes, D)}`` query vectors of every single-gene query."""
+    from napari_seal.retrieval.exemplar import exemplar_embedding
+    from napari_seal.retrieval.gene_signatures import GeneQuery
+    from napari_seal.training.reference_bank import bank_embeddings, bank_zscores
+
+    out = {
+        f"top={t:g}": np.stack([
+            exemplar_embedding(run, GeneQuery((g,), (1.0,), (g,)), top=t)
+            for g in genes
+        ])
+        for t in tops
+    }
+    emb = bank_embeddings(run).astype(np.float64)
+    pos = {g: i for i, g in enumerate(run.panel.genes)}
+    z = bank_zscores(run)[:, [pos[g] for g in genes]].astype(np.float64)
+    centred = z - z.mean(axis=0)
+    out["weighted"] = centred.T @ emb
+    out["weighted+"] = np.clip(centred, 0, None).T @ (emb - emb.mean(axis=0))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--tops", type=float, nargs="+", default=[0.05, 0.1, 0.25, 0.5])
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
+    from bench_gene_query_her2st import features, find_run, seal_tag, section_dirs
+
+    import napari_seal.evaluate.retrieval_metrics as ev
+    from napari_seal.io.hest import load_sample
+    from napari_seal.training.runs import load_run
+
+    dirs = section_dirs(args.workdir, list(SECTIONS))
+    samples = {s: load_sample(d) for s, d in dirs.items()}
+    names = {s: samples[s].name for s in samples}
+    rows: dict[str, dict] = {}
+    methods: list[str] = []
+    for held in SECTIONS:
+        run_dir = find_run(held, names, args.workdir, own_only=True)
+        if run_dir is None:
+            print(f"{held}: no run in {args.workdir}")
+            continue
+        run = load_run(run_dir)
+        genes = list(run.panel.genes)
+        emb = features(args.workdir / "features", seal_tag(run_dir), samples[held],
+                       run.encoder)
+        vectors = query_vectors(run, genes, args.tops)
+        methods = list(vectors)
+        tiles = _unit(emb)
+        rep = ev.evaluate_gene_queries(
+            run, samples[held], embeddings=emb, routes=(),
+            baselines={m: (tiles @ _unit(q).T, genes) for m, q in vectors.items()},
+        )
+        got = rep["methods"]
+        rows[held] = {
+            m: {"mean": got[m]["mean"], **{g: got[m]["markers"].get(g)
+                                           for g in ("ERBB2", "GRB7")}}
+            for m in methods
+        }
+        print(held, "  ".join(f"{m} {rows[held][m]['mean']:.3f}" for m in methods),
+              flush=True)
+    if not rows:
+        return 1
+    print("\nmethod | " + " | ".join(rows) + " | mean | ERBB2 | GRB7")
+    summary = {}
+    for m in methods:
+        per = [rows[h][m]["mean"] for h in rows]
+        erbb2 = float(np.mean([rows[h][m]["ERBB2"] for h in rows]))
+        grb7 = float(np.mean([rows[h][m]["GRB7"] for h in rows]))
+        summary[m] = {"mean": float(np.mean(per)), "ERBB2": erbb2, "GRB7": grb7}
+        print(f"{m} | " + " | ".join(f"{v:.3f}" for v in per)
+              + f" | {np.mean(per):.3f} | {erbb2:.3f} | {grb7:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"folds": rows, "summary": summary},
+                                        indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
