@@ -95,3 +95,18 @@ def test_the_callers_images_are_never_modified(mode):
     A._hed_jitter(z, _gen(0))
     A._dihedral(z, _gen(0))
     assert torch.equal(z, keep_z)
+
+
+def test_dihedral_is_the_drawn_rotation_then_the_drawn_flip():
+    """Pins which symmetry each image gets for a seed (rotation by the drawn k, then
+    a horizontal flip where drawn), so a faster rewrite keeps the same augmentations
+    and a resumed run sees what the first one saw."""
+    x = torch.rand(24, 3, 8, 8)
+    g = _gen(7)
+    ks = torch.randint(0, 4, (24,), generator=g)
+    flips = torch.rand(24, generator=g) < 0.5
+    y = A._dihedral(x, _gen(7))
+    for i in range(24):
+        want = torch.rot90(x[i], int(ks[i]), dims=(1, 2))
+        want = want.flip(2) if bool(flips[i]) else want
+        assert torch.equal(y[i], want), i

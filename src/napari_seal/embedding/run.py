@@ -90,8 +90,8 @@ def auto_read_workers(device_type: str, torch_threads: int) -> int:
     beyond the cores left over only preempts them (2-core AVX512-BF16 machine,
     ``benchmarks/bench_read_workers.py``: 1 reader 129.4 tiles/s mean vs 2 readers
     125.0, faster in 4 of 4 interleaved rounds), so one reader per free core, at
-    least one, at most 4. On a GPU the host only reads and decodes: every core but one, at most
-    8 (decoding must keep up with ~1,000 tiles/s there).
+    least one, at most 4. On a GPU the host only reads and decodes: every core but
+    one, at most 8 (decoding must keep up with ~1,000 tiles/s there).
     """
     try:
         cores = len(os.sched_getaffinity(0))
