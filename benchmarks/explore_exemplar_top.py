@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -73,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
     from bench_gene_query_her2st import features, find_run, seal_tag, section_dirs
+    from explore_route_ensemble import fold_row, report
 
     import napari_seal.evaluate.retrieval_metrics as ev
     from napari_seal.io.hest import load_sample
@@ -99,29 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             run, samples[held], embeddings=emb, routes=(),
             baselines={m: (tiles @ _unit(q).T, genes) for m, q in vectors.items()},
         )
-        got = rep["methods"]
-        rows[held] = {
-            m: {"mean": got[m]["mean"], **{g: got[m]["markers"].get(g)
-                                           for g in ("ERBB2", "GRB7")}}
-            for m in methods
-        }
-        print(held, "  ".join(f"{m} {rows[held][m]['mean']:.3f}" for m in methods),
-              flush=True)
-    if not rows:
-        return 1
-    print("\nmethod | " + " | ".join(rows) + " | mean | ERBB2 | GRB7")
-    summary = {}
-    for m in methods:
-        per = [rows[h][m]["mean"] for h in rows]
-        erbb2 = float(np.mean([rows[h][m]["ERBB2"] for h in rows]))
-        grb7 = float(np.mean([rows[h][m]["GRB7"] for h in rows]))
-        summary[m] = {"mean": float(np.mean(per)), "ERBB2": erbb2, "GRB7": grb7}
-        print(f"{m} | " + " | ".join(f"{v:.3f}" for v in per)
-              + f" | {np.mean(per):.3f} | {erbb2:.3f} | {grb7:.3f}")
-    if args.json:
-        args.json.write_text(json.dumps({"folds": rows, "summary": summary},
-                                        indent=1) + "\n")
-    return 0
+        rows[held] = fold_row(held, rep, methods)
+    return report(rows, methods, args.json)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,37 @@ def _ranks(m: np.ndarray) -> np.ndarray:
     return rankdata(np.asarray(m, dtype=np.float64), axis=0)
 
 
+def fold_row(held: str, rep: dict, methods) -> dict:
+    """One fold's mean AUROC plus ERBB2 and GRB7 per method (printed as a line)."""
+    got = rep["methods"]
+    row = {
+        m: {"mean": got[m]["mean"], **{g: got[m]["markers"].get(g)
+                                       for g in ("ERBB2", "GRB7")}}
+        for m in methods
+    }
+    print(held, "  ".join(f"{m} {row[m]['mean']:.3f}" for m in methods), flush=True)
+    return row
+
+
+def report(rows: dict, methods, json_path: Path | None) -> int:
+    """Print the per-fold table and the means; write ``json_path``; exit status."""
+    if not rows:
+        return 1
+    print("\nmethod | " + " | ".join(rows) + " | mean | ERBB2 | GRB7")
+    summary = {}
+    for m in methods:
+        per = [rows[h][m]["mean"] for h in rows]
+        erbb2 = float(np.mean([rows[h][m]["ERBB2"] for h in rows]))
+        grb7 = float(np.mean([rows[h][m]["GRB7"] for h in rows]))
+        summary[m] = {"mean": float(np.mean(per)), "ERBB2": erbb2, "GRB7": grb7}
+        print(f"{m} | " + " | ".join(f"{v:.3f}" for v in per)
+              + f" | {np.mean(per):.3f} | {erbb2:.3f} | {grb7:.3f}")
+    if json_path:
+        json_path.write_text(json.dumps({"folds": rows, "summary": summary},
+                                        indent=1) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", type=Path, required=True)
@@ -110,29 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             run, samples[held], embeddings=emb, routes=(),
             baselines={m: (scores[m], genes) for m in methods},
         )
-        got = rep["methods"]
-        rows[held] = {
-            m: {"mean": got[m]["mean"], **{g: got[m]["markers"].get(g)
-                                           for g in ("ERBB2", "GRB7")}}
-            for m in methods
-        }
-        print(held, "  ".join(f"{m} {rows[held][m]['mean']:.3f}" for m in methods),
-              flush=True)
-    if not rows:
-        return 1
-    print("\nmethod | " + " | ".join(rows) + " | mean | ERBB2 | GRB7")
-    summary = {}
-    for m in methods:
-        per = [rows[h][m]["mean"] for h in rows]
-        erbb2 = float(np.mean([rows[h][m]["ERBB2"] for h in rows]))
-        grb7 = float(np.mean([rows[h][m]["GRB7"] for h in rows]))
-        summary[m] = {"mean": float(np.mean(per)), "ERBB2": erbb2, "GRB7": grb7}
-        print(f"{m} | " + " | ".join(f"{v:.3f}" for v in per)
-              + f" | {np.mean(per):.3f} | {erbb2:.3f} | {grb7:.3f}")
-    if args.json:
-        args.json.write_text(json.dumps({"folds": rows, "summary": summary},
-                                        indent=1) + "\n")
-    return 0
+        rows[held] = fold_row(held, rep, methods)
+    return report(rows, methods, args.json)
 
 
 if __name__ == "__main__":
