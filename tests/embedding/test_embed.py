@@ -308,3 +308,11 @@ def test_auto_read_workers_leaves_the_cpu_to_the_model():
     # beside a GPU the host only reads: more readers, within bounds
     assert 2 <= auto_read_workers("cuda", 1) <= 8
     assert auto_read_workers("cuda", 1) == max(2, min(8, cores - 1))
+
+
+def test_zero_readers_is_refused_before_anything_is_written(
+    tmp_path, slide, vit_encoder
+):
+    with pytest.raises(BadInputError, match="read_workers must be at least 1"):
+        embed(slide, vit_encoder, tmp_path / "s.zarr", max_tiles=2, read_workers=0)
+    assert not (tmp_path / "s.zarr").exists()

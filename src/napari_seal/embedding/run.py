@@ -275,6 +275,9 @@ def iter_embed(
     if batch_size < 1:
         msg = f"batch size must be at least 1, got {batch_size}"
         raise BadInputError(msg)
+    if read_workers is not None and int(read_workers) < 1:
+        msg = f"read_workers must be at least 1 (or None: auto), got {read_workers}"
+        raise BadInputError(msg)
     if dtype not in ("float32", "float16"):
         msg = f"embedding dtype must be float32 or float16, got {dtype!r}"
         raise BadInputError(msg)
