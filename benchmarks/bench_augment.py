@@ -64,24 +64,18 @@ def prepare_times(sample, fns: dict, *, rounds: int) -> dict[str, list[float]]:
     import peft  # noqa: F401  (imports are not prepare work)
     import scanpy  # noqa: F401
     import timm  # noqa: F401
+    from bench_prepare_precision import seconds_to_first_step
 
     import napari_seal.training.augment as augment
-    from napari_seal.training.config import config_from_preset
-    from napari_seal.training.trainer import iter_train
 
     shipped = augment.augment_batch
+    seconds_to_first_step(sample)  # warm-up: the first run pays one-off costs
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             augment.augment_batch = fn
             try:
-                config = config_from_preset("cpu", max_steps=2)
-                out = Path(tempfile.mkdtemp()) / "run"
-                t0 = time.perf_counter()
-                for ev in iter_train([sample], out=out, config=config, device="cpu"):
-                    if type(ev).__name__ == "StepEvent":
-                        break
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(seconds_to_first_step(sample))
             finally:
                 augment.augment_batch = shipped
             print(f"  prepare with {name}: {times[name][-1]:.2f} s", flush=True)

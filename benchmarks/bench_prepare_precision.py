@@ -24,6 +24,21 @@ from pathlib import Path
 import torch
 
 
+def seconds_to_first_step(sample) -> float:
+    """Seconds from ``iter_train`` (``cpu`` preset, 2 steps) to its first step."""
+    from napari_seal.training.config import config_from_preset
+    from napari_seal.training.trainer import iter_train
+
+    config = config_from_preset("cpu", max_steps=2)
+    out = Path(tempfile.mkdtemp()) / "run"
+    t0 = time.perf_counter()
+    for ev in iter_train([sample], out=out, config=config, device="cpu"):
+        if type(ev).__name__ == "StepEvent":
+            return time.perf_counter() - t0
+    msg = "training ended before its first step"
+    raise RuntimeError(msg)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -35,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import napari_seal.training._prefix as prefix
     from napari_seal.io.hest import bundled_sample_path, load_sample
-    from napari_seal.training.config import config_from_preset
     from napari_seal.training.model import autocast_dtype
-    from napari_seal.training.trainer import iter_train
 
     sample = load_sample(bundled_sample_path())
     shipped = prefix.precompute_views
@@ -49,16 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     def prepare_s(mode: str) -> float:
         prefix.precompute_views = fp32_prefix if mode == "fp32" else shipped
         try:
-            config = config_from_preset("cpu", max_steps=2)
-            out = Path(tempfile.mkdtemp()) / "run"
-            t0 = time.perf_counter()
-            for ev in iter_train([sample], out=out, config=config, device="cpu"):
-                if type(ev).__name__ == "StepEvent":
-                    return time.perf_counter() - t0
+            return seconds_to_first_step(sample)
         finally:
             prefix.precompute_views = shipped
-        msg = "training ended before its first step"
-        raise RuntimeError(msg)
 
     dtype = autocast_dtype("bf16", torch.device("cpu"))
     print(f"steps' precision here: {'bf16' if dtype is not None else 'fp32'}")
