@@ -12,11 +12,14 @@ panel genes per fold, plus ERBB2 and GRB7 (that benchmark's protocol and labels)
 augmented embeddings are cached in the workdir's ``features/`` (about a minute per
 fold on 2 cores the first time). Everything here is chosen on all five folds at once,
 so the stack's gain carries selection optimism: read it as an upper bound.
+``--reliability`` also prints the reliability map's AUROC (``spread``,
+``expected-error``; ``bench_gene_query_her2st.py``'s protocol) with and without the
+augmentation.
 
 Usage::
 
     python benchmarks/explore_query_stack.py --workdir /tmp/gq-WORKDIR [--json OUT] \
-        [--sigma 100]
+        [--sigma 100] [--reliability]
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--sigma", type=float, default=100.0, help="smoothing, um")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--reliability", action="store_true")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     sm = f" + smoothed {args.sigma:g} um"
     methods: list[str] = []
     rows: dict[str, dict] = {}
+    rel: dict[str, list[float]] = {}
     for held in SECTIONS:
         run_dir = find_run(held, names, args.workdir, own_only=True)
         if run_dir is None:
@@ -110,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
                        for m, s in scores.items()},
         )
         rows[held] = fold_row(held, rep, methods)
+        if args.reliability:
+            from napari_seal.evaluate.reliability_metrics import evaluate_reliability
+
+            for tag, emb in (("", views[0]), (" + tta", views.mean(axis=0))):
+                got = evaluate_reliability(run, sample, embeddings=emb)["methods"]
+                for m in ("spread", "expected-error"):
+                    rel.setdefault(m + tag, []).append(got[m]["mean"])
+    for m, per in rel.items():
+        print(f"reliability {m}: " + " / ".join(f"{v:.3f}" for v in per)
+              + f", mean {np.mean(per):.3f}")
     return report(rows, methods, args.json)
 
 
