@@ -7,7 +7,10 @@ On the real-tissue slide of ``bench_cpu_ceiling.py`` (her2st C2 mirrored 2 x 2,
    and how much of it is PIL's resize and JPEG decoding (cProfile);
 2. torch's uint8 antialiased bilinear ``interpolate`` on a batch of 64 such patches,
    per tile (one thread): what a resize could cost if it had no sub-pixel offsets;
-3. ``embed`` steady tiles/s with the real reader and with reads replaced by tiles
+3. other ways to resample with ``read_patch``'s exact geometry (a sub-pixel box), per
+   tile: PIL's resize of one patch and of a band of 8 abutting patches in one call
+   (per-call overhead), PIL's affine transform, and torch's float ``grid_sample``;
+4. ``embed`` steady tiles/s with the real reader and with reads replaced by tiles
    already in memory, interleaved ``--rounds`` times, each against the best
    model-only rate of its round: ``RATIO`` of each to model-only.
 
@@ -68,6 +71,46 @@ def torch_resize_ms(patch_px: int, out_px: int) -> float:
     return (time.perf_counter() - t0) / 5 / 64 * 1e3
 
 
+def resample_alternatives_ms(patch_px: int, out_px: int, n: int = 200) -> dict:
+    """CPU ms per tile of resamplers that can place a patch at a sub-pixel offset."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    scale = patch_px / out_px
+    span = out_px * scale
+    bil = Image.Resampling.BILINEAR
+
+    def per_tile(fn, tiles: int) -> float:
+        fn()
+        c0 = time.process_time()
+        for _ in range(n):
+            fn()
+        return (time.process_time() - c0) / n / tiles * 1e3
+
+    out = {}
+    for tiles in (1, 8):
+        region = rng.integers(0, 256, (patch_px + 6, int(span * tiles) + 6, 3),
+                              dtype=np.uint8)
+        im = Image.fromarray(region)
+        box = (2.3, 2.7, 2.3 + span * tiles, 2.7 + span)
+        out[f"PIL resize, {tiles} patch(es) per call"] = per_tile(
+            lambda im=im, box=box, t=tiles: im.resize((out_px * t, out_px),
+                                                      resample=bil, box=box), tiles)
+    im = Image.fromarray(rng.integers(0, 256, (patch_px + 6, patch_px + 6, 3),
+                                      dtype=np.uint8))
+    data = (scale, 0, 2.3, 0, scale, 2.7)
+    out["PIL affine transform"] = per_tile(
+        lambda: im.transform((out_px, out_px), Image.Transform.AFFINE, data,
+                             resample=bil), 1)
+    x = torch.rand(64, 3, patch_px + 6, patch_px + 6) * 255
+    g = torch.rand(64, out_px, out_px, 2) * 1.6 - 0.8
+    out["torch grid_sample (float, batch 64)"] = per_tile(
+        lambda: F.grid_sample(x, g, mode="bilinear", align_corners=False), 64)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=2)
@@ -92,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     reads = profile_reads(slide, grid)
     patch_px = round(grid.tile_px * grid.mpp / float(slide.mpp))
     resize = torch_resize_ms(patch_px, grid.tile_px)
+    alternatives = resample_alternatives_ms(patch_px, grid.tile_px, n=50)
     torch.set_num_threads(threads)
+    for name, ms in alternatives.items():
+        print(f"sub-pixel resampling, {name}: {ms:.2f} ms per tile (1 thread)")
     print(f"read_tiles: {reads['cpu_ms_per_tile']:.2f} ms CPU per tile (1 thread); "
           f"PIL resize {reads['resize_share']:.0%}, JPEG decoding "
           f"{reads['jpeg_share']:.0%} of it")
