@@ -25,8 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
@@ -69,34 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
-    from bench_gene_query_her2st import features, find_run, seal_tag, section_dirs
-    from explore_route_ensemble import fold_row, report
+    from explore_route_ensemble import fold_row, held_out_folds, report
 
     import napari_seal.evaluate.retrieval_metrics as ev
-    from napari_seal.io.hest import load_sample
-    from napari_seal.training.runs import load_run
 
-    dirs = section_dirs(args.workdir, list(SECTIONS))
-    samples = {s: load_sample(d) for s, d in dirs.items()}
-    names = {s: samples[s].name for s in samples}
     rows: dict[str, dict] = {}
     methods: list[str] = []
-    for held in SECTIONS:
-        run_dir = find_run(held, names, args.workdir, own_only=True)
-        if run_dir is None:
-            print(f"{held}: no run in {args.workdir}")
-            continue
-        run = load_run(run_dir)
+    for fold in held_out_folds(args.workdir):
+        held, run, emb = fold.held, fold.run, fold.embeddings
         genes = list(run.panel.genes)
-        emb = features(args.workdir / "features", seal_tag(run_dir), samples[held],
-                       run.encoder)
         vectors = query_vectors(run, genes, args.tops)
         methods = list(vectors)
         tiles = _unit(emb)
         rep = ev.evaluate_gene_queries(
-            run, samples[held], embeddings=emb, routes=(),
+            run, fold.sample, embeddings=emb, routes=(),
             baselines={m: (tiles @ _unit(q).T, genes) for m, q in vectors.items()},
         )
         rows[held] = fold_row(held, rep, methods)

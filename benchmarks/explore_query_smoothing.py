@@ -1,4 +1,4 @@
-"""Does smoothing a query's score map over neighbouring tissue help? her2st LOSO (issue 15).
+"""Does smoothing a query's score map over nearby tissue help? her2st LOSO (issue 15).
 
 A gene's expression is spatially coherent (a tumour region expresses ERBB2 as a
 whole), and one tile's image score is noisy. For the SEAL runs of a
@@ -20,8 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
@@ -49,30 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
-    from bench_gene_query_her2st import features, find_run, seal_tag, section_dirs
-    from explore_route_ensemble import fold_row, report
+    from explore_route_ensemble import fold_row, held_out_folds, report
 
     import napari_seal.evaluate.retrieval_metrics as ev
-    from napari_seal.io.hest import load_sample
-    from napari_seal.training.runs import load_run
 
-    dirs = section_dirs(args.workdir, list(SECTIONS))
-    samples = {s: load_sample(d) for s, d in dirs.items()}
-    names = {s: samples[s].name for s in samples}
     methods = [f"{r} s={s:g}" for r in ("exemplar", "decoder") for s in args.sigmas]
     rows: dict[str, dict] = {}
-    for held in SECTIONS:
-        run_dir = find_run(held, names, args.workdir, own_only=True)
-        if run_dir is None:
-            print(f"{held}: no run in {args.workdir}")
-            continue
-        run = load_run(run_dir)
+    for fold in held_out_folds(args.workdir):
+        held, run, sample, emb = fold.held, fold.run, fold.sample, fold.embeddings
         genes = list(run.panel.genes)
-        sample = samples[held]
-        emb = features(args.workdir / "features", seal_tag(run_dir), sample,
-                       run.encoder)
         raw = {
             "exemplar": ev.gene_score_matrix(run, emb, genes, route="omics",
                                              omics_query="exemplar"),

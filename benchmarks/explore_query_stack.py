@@ -25,8 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
@@ -65,32 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reliability", action="store_true")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
-    from bench_gene_query_her2st import find_run, section_dirs
     from explore_exemplar_top import _unit, query_vectors
     from explore_query_smoothing import smoothing_matrix
-    from explore_route_ensemble import _standardise, fold_row, report
+    from explore_route_ensemble import _standardise, fold_row, held_out_folds, report
 
     import napari_seal.evaluate.retrieval_metrics as ev
-    from napari_seal.io.hest import load_sample
-    from napari_seal.training.runs import load_run
 
-    dirs = section_dirs(args.workdir, list(SECTIONS))
-    samples = {s: load_sample(d) for s, d in dirs.items()}
-    names = {s: samples[s].name for s in samples}
     sm = f" + smoothed {args.sigma:g} um"
     methods: list[str] = []
     rows: dict[str, dict] = {}
     rel: dict[str, list[float]] = {}
-    for held in SECTIONS:
-        run_dir = find_run(held, names, args.workdir, own_only=True)
-        if run_dir is None:
-            print(f"{held}: no run in {args.workdir}")
-            continue
-        run = load_run(run_dir)
+    for fold in held_out_folds(args.workdir):
+        held, run, sample = fold.held, fold.run, fold.sample
         genes = list(run.panel.genes)
-        sample = samples[held]
         views = dihedral_embeddings(run, sample, args.workdir / "features")
         wplus = _unit(query_vectors(run, genes, [])["weighted+"])
         xy_um = np.asarray(sample.spots_xy, dtype=np.float64) * float(sample.mpp)

@@ -29,11 +29,47 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
 SECTIONS = ("C2", "C3", "C4", "C5", "C6")
+
+
+class Fold(NamedTuple):
+    """One held-out section of a ``bench_gene_query_her2st.py`` workdir."""
+
+    held: str
+    run: Any
+    sample: Any
+    embeddings: np.ndarray  # (n_spots, D) the run's embeddings of the held-out spots
+    names: dict[str, str]  # section -> sample name (for ``find_run`` elsewhere)
+
+
+def held_out_folds(workdir: Path) -> Iterator[Fold]:
+    """Each section of ``workdir`` with its own SEAL run (sections without one are
+    reported and skipped); the workdir's cache is the workspace."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    os.environ.setdefault("NAPARI_SEAL_CACHE", str(workdir / "cache"))
+    from bench_gene_query_her2st import features, find_run, seal_tag, section_dirs
+
+    from napari_seal.io.hest import load_sample
+    from napari_seal.training.runs import load_run
+
+    dirs = section_dirs(workdir, list(SECTIONS))
+    samples = {s: load_sample(d) for s, d in dirs.items()}
+    names = {s: samples[s].name for s in samples}
+    for held in SECTIONS:
+        run_dir = find_run(held, names, workdir, own_only=True)
+        if run_dir is None:
+            print(f"{held}: no run in {workdir}")
+            continue
+        run = load_run(run_dir)
+        emb = features(workdir / "features", seal_tag(run_dir), samples[held],
+                       run.encoder)
+        yield Fold(held, run, samples[held], emb, names)
 
 
 def _standardise(m: np.ndarray) -> np.ndarray:
@@ -87,30 +123,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="a workdir trained with another --set seed=N")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    os.environ.setdefault("NAPARI_SEAL_CACHE", str(args.workdir / "cache"))
-    from bench_gene_query_her2st import features, find_run, seal_tag, section_dirs
+    from bench_gene_query_her2st import features, find_run, seal_tag
 
     import napari_seal.evaluate.retrieval_metrics as ev
-    from napari_seal.io.hest import load_sample
     from napari_seal.training.runs import load_run
 
-    dirs = section_dirs(args.workdir, list(SECTIONS))
-    samples = {s: load_sample(d) for s, d in dirs.items()}
-    names = {s: samples[s].name for s in samples}
     methods = ("omics-exemplar", "decoder", "ensemble", "ensemble-rank")
     if args.seed_workdir:
         methods += ("exemplar (seed W)", "exemplar, 2 seeds", "decoder, 2 seeds")
     rows = {}
-    for held in SECTIONS:
-        run_dir = find_run(held, names, args.workdir, own_only=True)
-        if run_dir is None:
-            print(f"{held}: no run in {args.workdir}")
-            continue
-        run = load_run(run_dir)
+    for fold in held_out_folds(args.workdir):
+        held, run, emb = fold.held, fold.run, fold.embeddings
         genes = list(run.panel.genes)
-        emb = features(args.workdir / "features", seal_tag(run_dir), samples[held],
-                       run.encoder)
         ex = ev.gene_score_matrix(run, emb, genes, route="omics",
                                   omics_query="exemplar")
         dec = ev.gene_score_matrix(run, emb, genes, route="decoder")
@@ -121,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "ensemble-rank": (_ranks(ex) + _ranks(dec)) / 2,
         }
         if args.seed_workdir:
-            rd2 = find_run(held, names, args.seed_workdir, own_only=True)
+            rd2 = find_run(held, fold.names, args.seed_workdir, own_only=True)
             if rd2 is None:
                 print(f"{held}: no run in {args.seed_workdir}")
                 continue
@@ -130,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 msg = f"{held}: the two runs' panels differ"
                 raise SystemExit(msg)
             emb2 = features(args.seed_workdir / "features", seal_tag(rd2),
-                            samples[held], run2.encoder)
+                            fold.sample, run2.encoder)
             ex2 = ev.gene_score_matrix(run2, emb2, genes, route="omics",
                                        omics_query="exemplar")
             dec2 = ev.gene_score_matrix(run2, emb2, genes, route="decoder")
@@ -138,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             scores["exemplar, 2 seeds"] = (_standardise(ex) + _standardise(ex2)) / 2
             scores["decoder, 2 seeds"] = (_standardise(dec) + _standardise(dec2)) / 2
         rep = ev.evaluate_gene_queries(
-            run, samples[held], embeddings=emb, routes=(),
+            run, fold.sample, embeddings=emb, routes=(),
             baselines={m: (scores[m], genes) for m in methods},
         )
         rows[held] = fold_row(held, rep, methods)
