@@ -168,3 +168,41 @@ def test_cli_subprocess_bad_input_is_one_line_exit_2(tmp_path):
     assert lines[0].startswith("napari-seal: error:")
     assert "Traceback" not in out.stderr
     assert out.stdout == ""
+
+
+def test_cli_output_path_with_a_nul_character_is_refused_before_any_work(
+    tmp_path, monkeypatch
+):
+    """A NUL in an output name (no file can hold one; the OS call raises a bare
+    ValueError) is one typed line, exit 2, for every command that writes, before it
+    embeds or trains anything, and nothing is written."""
+    from napari_seal.io.hest import bundled_sample_path
+    from napari_seal.models.shipped import shipped_run_path
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NAPARI_SEAL_CACHE", str(cache))
+    sample = str(bundled_sample_path())
+    bad = str(tmp_path / "out" / "bad\x00name")
+    commands = {
+        "embed": ["embed", sample, "--encoder", "test-vit", "--out", bad],
+        "predict": ["predict", sample, "--out", bad + ".h5ad"],
+        "query": ["query", sample, "--gene", "ERBB2", "--out", bad + ".zarr"],
+        "import": ["import", "hest", sample, "--out", bad],
+        "train": ["train", sample, "--encoder", "test-vit", "--preset",
+                  "cpu-smoke", "--max-steps", "1", "--out", bad],
+        "lookup": ["lookup", sample, "--run", str(shipped_run_path()), "--at",
+                   "100,100", "--reference", sample, "--json", bad + ".json"],
+        "demo": ["demo", "--out", bad, "--no-report"],
+        "bench": ["bench", "--loso", sample, sample, "--encoder", "test-vit",
+                  "--json", bad + ".json"],
+        "bench --save-head": ["bench", "--train", sample, "--test", sample,
+                              "--encoder", "test-vit", "--json",
+                              str(tmp_path / "b.json"), "--save-head", bad],
+    }
+    for name, argv in commands.items():
+        rc, lines = _run_cli(argv)
+        _assert_bad_input(rc, lines)
+        assert "NUL character" in lines[0], (name, lines)
+    assert not (tmp_path / "out").exists()
+    stores = list((cache / "stores").glob("*")) if (cache / "stores").is_dir() else []
+    assert stores == [], stores

@@ -145,3 +145,27 @@ def test_training_resume_removes_a_killed_checkpoint_write(tmp_path):
     assert not tmp_cfg.exists()
     assert (out / runs.DONE).exists()
     runs.load_run(out)
+
+
+def test_python_writers_refuse_a_nul_in_the_output_name(tmp_path):
+    """The Python API (which the napari widgets call) gives an OutputPathError that
+    says what to fix, not the OS layer's bare ValueError, and creates nothing."""
+    import pytest
+
+    from napari_seal.embedding.store import open_or_create_store
+    from napari_seal.errors import OutputPathError
+    from napari_seal.io.atomic import ensure_writable_dir
+
+    bad = tmp_path / "a\x00b"
+    for write in (
+        lambda: atomic_write_text(bad, "x"),
+        lambda: atomic_write_text(bad / "f.json", "x"),
+        lambda: ensure_writable_dir(bad),
+        lambda: runs.check_output_dir(bad, resume=False),
+        lambda: open_or_create_store(bad, signature={}, grid=None, embed_dim=8,
+                                     chunk_tiles=8, dtype="float16",
+                                     precision="fp32"),
+    ):
+        with pytest.raises(OutputPathError, match="NUL character"):
+            write()
+    assert list(tmp_path.iterdir()) == []

@@ -107,6 +107,11 @@ def _check(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         msg = f"--batch-size must be at least 1, got {args.batch_size}"
         raise BadInputError(msg)
+    from napari_seal.io.atomic import checked_output_path
+
+    for path in (args.json, args.save_head):  # an impossible name before any work
+        if path and path != "-":
+            checked_output_path(path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -87,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
     if args.genes < 1:
         msg = f"--genes must be at least 1, got {args.genes}"
         raise BadInputError(msg)
+    if args.json != "-":  # refuse an impossible name before any work
+        from napari_seal.io.atomic import checked_output_path
+
+        checked_output_path(args.json)
     from napari_seal.commands._util import (
         print_progress_factory,
         resolve_device,

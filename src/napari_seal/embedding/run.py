@@ -45,6 +45,7 @@ from napari_seal.embedding.store import (
     open_or_create_store,
 )
 from napari_seal.errors import BadInputError
+from napari_seal.io.atomic import checked_output_path
 from napari_seal.progress import Progress
 
 __all__ = [
@@ -281,7 +282,7 @@ def iter_embed(
     if dtype not in ("float32", "float16"):
         msg = f"embedding dtype must be float32 or float16, got {dtype!r}"
         raise BadInputError(msg)
-    store = Path(store)
+    store = checked_output_path(store)
     slide = resolve_slide(source, mpp=mpp)
     resolved = resolve_encoder(encoder_or_run, device=device)
     encoder = resolved.encoder

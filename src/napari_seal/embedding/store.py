@@ -407,9 +407,9 @@ def open_or_create_store(
     """
     import zarr
 
-    from napari_seal.io.atomic import ensure_writable_dir
+    from napari_seal.io.atomic import checked_output_path, ensure_writable_dir
 
-    path = Path(path)
+    path = checked_output_path(path)
     try:
         exists = path.exists()
     except OSError as err:

@@ -17,6 +17,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "checked_output_path",
     "ensure_writable_dir",
     "remove_stale_temporaries",
     "temporary_prefix",
@@ -32,6 +33,18 @@ _CKPT_TMP_NAME = re.compile(r"^\.tmp-(?P<name>.+)-(?P<pid>\d+)$")
 _IMPORT_TIME = time.time()
 
 
+def checked_output_path(path: str | Path) -> Path:
+    """``Path(path)``, refusing a NUL character, which no file name can hold.
+
+    (The OS call would fail with a bare ``ValueError`` only once the output is made.)
+    """
+    if "\x00" in str(os.fspath(path)):
+        msg = (f"the output path {str(path)!r} contains a NUL character (\\x00), "
+               "which no file name can hold; type the path again")
+        raise OutputPathError(msg)
+    return Path(path)
+
+
 def ensure_writable_dir(path: str | Path) -> Path:
     """Create ``path`` (and parents) and check it is writable.
 
@@ -40,7 +53,7 @@ def ensure_writable_dir(path: str | Path) -> Path:
     OutputPathError
         When the folder cannot be created or written, with what to do about it.
     """
-    path = Path(path)
+    path = checked_output_path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -141,7 +154,7 @@ def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     A crash or exception leaves ``path`` untouched (old content or absent) and removes
     the temporary file, so a partial file is never mistaken for a finished one.
     """
-    path = Path(path)
+    path = checked_output_path(path)
     ensure_writable_dir(path.parent)
     remove_stale_temporaries(path.parent, name=path.name)
     fd, tmp = tempfile.mkstemp(

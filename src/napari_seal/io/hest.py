@@ -310,6 +310,9 @@ def bundled_sample_path() -> Path:
 
 
 def _check_out(out: Path) -> None:
+    from napari_seal.io.atomic import checked_output_path
+
+    out = checked_output_path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         msg = (
             f"{out} already exists and is not an empty folder; choose a new --out or "

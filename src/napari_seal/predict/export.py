@@ -335,6 +335,7 @@ def write_predictions(
         resolve_slide,
     )
     from napari_seal.embedding.run import embed
+    from napari_seal.io.atomic import checked_output_path
     from napari_seal.io.sample import SpatialSample
     from napari_seal.predict.expression import (
         expression_head,
@@ -343,7 +344,7 @@ def write_predictions(
     )
     from napari_seal.predict.spots import compare_at_spots, spot_predictions
 
-    out = Path(out)
+    out = checked_output_path(out)
     base = out.with_suffix("") if out.suffix == ".h5ad" else out
     sample = source
     if isinstance(source, str | os.PathLike) and (

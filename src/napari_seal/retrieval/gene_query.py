@@ -197,6 +197,11 @@ def iter_query(
     -------
     QueryResult
     """
+    from napari_seal.io.atomic import checked_output_path
+
+    for path in (out, spot_scores_csv):  # refuse an impossible name before any work
+        if path is not None:
+            checked_output_path(path)
     run = load_run(run)
     require_route(run, route)
     sample = _as_sample(source)

@@ -150,7 +150,9 @@ def write_scores(result: QueryResult, path: str | os.PathLike) -> Path:
     """
     import zarr
 
-    path = Path(path)
+    from napari_seal.io.atomic import checked_output_path
+
+    path = checked_output_path(path)
     if path.exists() and not _is_query_result(path):
         msg = (
             f"{path} exists and is not a query result; choose another --out or "

@@ -112,7 +112,9 @@ def check_output_dir(out: str | Path, *, resume: bool) -> Path:
         When ``out`` is a file, an existing non-empty folder (without ``resume``), or
         inside a folder that cannot be written.
     """
-    out = Path(out).expanduser()
+    from napari_seal.io.atomic import checked_output_path
+
+    out = checked_output_path(out).expanduser()
     if out.exists() and not out.is_dir():
         msg = f"--out {out} is a file; give a folder for the run"
         raise OutputPathError(msg)
