@@ -276,6 +276,12 @@ class ChaosSession:
             detail = table[name]()
             if os.environ.get("NAPARI_SEAL_CHAOS_TRACE"):
                 print(f"   -> {detail!r}", file=sys.stderr, flush=True)
+                for layer in self.viewer.layers:  # what the next draw will see
+                    shape = getattr(layer.data, "shape", None)
+                    if layer.multiscale:
+                        shape = [getattr(d, "shape", None) for d in layer.data]
+                    print(f"      {type(layer).__name__} {layer.name!r} {shape} "
+                          f"visible={layer.visible}", file=sys.stderr, flush=True)
             self.log.append(f"{name}({detail})" if isinstance(detail, str) else name)
             self._collect_jobs()
             self.qtbot.wait(self.rng.choice([0, 10, 50]))

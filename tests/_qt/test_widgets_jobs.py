@@ -368,3 +368,30 @@ def test_query_widget_unknown_gene_notifies(
     widget.run_button.click()
     qtbot.waitUntil(lambda: bool(shown), timeout=120_000)
     assert "NOTAGENE1" in shown[0]
+
+
+def test_expression_widget_takes_a_gene_in_any_case(
+    make_napari_viewer, tiny_run, tiny_store
+):
+    """A gene typed in lower case is the panel's gene everywhere: the overlay, the
+    reliability map and the comparison at the spots (it raised a KeyError there)."""
+    from napari_seal._widgets._expression import OVERLAY, UNCERTAINTY, ExpressionWidget
+
+    viewer = make_napari_viewer(show=True)
+    _load(viewer)
+    widget = ExpressionWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Expression")
+    widget.store_edit.setText(str(tiny_store))
+    widget.head_edit.setText(str(tiny_run))
+    widget.load_button.click()
+    wait_for_job(widget)
+    gene = next(g for g in widget.head.genes if g.lower() != g)
+    widget.gene_edit.setText(gene.lower())
+    widget.uncertainty_check.setChecked(True)
+    widget.show_button.click()
+    wait_for_job(widget)
+    assert viewer.layers[OVERLAY].metadata["napari_seal"]["gene"] == gene
+    assert viewer.layers[UNCERTAINTY].metadata["napari_seal"]["gene"] == gene
+    assert f"measured {gene} at spots" in viewer.layers
+    assert widget.last_r is not None
+    assert -1 <= widget.last_r <= 1

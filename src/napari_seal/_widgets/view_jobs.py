@@ -78,6 +78,7 @@ def iter_expression(
     out: dict[str, Any] = {"store": store, "head": head, "reference": reference}
     if gene is None:
         return out
+    gene = head.genes[int(head.index([gene])[0])]  # the panel's spelling: ERBB2
     yield Progress("expression", 0, None, "genes", f"predicting {gene}")
     image, out["scale"], out["translate"] = expression_image(store, head, gene)
     out["gene"], out["image"], out["uncertainty"] = gene, np.asarray(image), None
