@@ -87,10 +87,11 @@ def _play(seed, n_actions, *, long_jobs, close, make_napari_viewer, qtbot, tmp_p
     recorder = Recorder()
     install(recorder, monkeypatch)
     viewer = make_napari_viewer(show=True)
-    # a screen-sized window: with the five docks in a small one the canvas is a few
+    # a screen-sized window, and a canvas never squeezed by the five docks to a few
     # pixels wide, where napari itself segfaults drawing points once another layer was
     # removed (llvmpipe; scripts/repro_napari_points_segfault.py, no napari-seal code)
     viewer.window._qt_window.resize(1600, 1000)
+    viewer.window._qt_viewer.canvas.native.setMinimumSize(320, 240)
     session = ChaosSession(viewer, qtbot, rng, workspace, run=tiny_run,
                            store=tiny_store, genes=list(load_run(tiny_run).panel.genes),
                            long_jobs=long_jobs)
