@@ -198,17 +198,26 @@ def _embed_in_background(make_napari_viewer, qtbot, tmp_path, tiny_run, budget_m
     _save(embed, "widget_embed.png")
 
 
-def test_expression_widget_overlay_pixels(make_napari_viewer, tiny_run, tiny_store):
-    from napari_seal._widgets._expression import OVERLAY, ExpressionWidget
+def _loaded_expression(make_napari_viewer, run, store):
+    """A shown viewer with the bundled sample and an Expression dock that has loaded
+    ``run``'s predictor and ``store`` (in its worker)."""
+    from napari_seal._widgets._expression import ExpressionWidget
 
     viewer = make_napari_viewer(show=True)
     _load(viewer)
     widget = ExpressionWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Expression")
-    widget.store_edit.setText(str(tiny_store))
-    widget.head_edit.setText(str(tiny_run))
+    widget.store_edit.setText(str(store))
+    widget.head_edit.setText(str(run))
     widget.load_button.click()
-    wait_for_job(widget)  # opens and predicts in a worker
+    wait_for_job(widget)
+    return viewer, widget
+
+
+def test_expression_widget_overlay_pixels(make_napari_viewer, tiny_run, tiny_store):
+    from napari_seal._widgets._expression import OVERLAY
+
+    viewer, widget = _loaded_expression(make_napari_viewer, tiny_run, tiny_store)
     assert widget.head is not None
     gene = "ERBB2" if "ERBB2" in widget.head.genes else widget.head.genes[0]
     widget.gene_edit.setText(gene)
@@ -375,16 +384,9 @@ def test_expression_widget_takes_a_gene_in_any_case(
 ):
     """A gene typed in lower case is the panel's gene everywhere: the overlay, the
     reliability map and the comparison at the spots (it raised a KeyError there)."""
-    from napari_seal._widgets._expression import OVERLAY, UNCERTAINTY, ExpressionWidget
+    from napari_seal._widgets._expression import OVERLAY, UNCERTAINTY
 
-    viewer = make_napari_viewer(show=True)
-    _load(viewer)
-    widget = ExpressionWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Expression")
-    widget.store_edit.setText(str(tiny_store))
-    widget.head_edit.setText(str(tiny_run))
-    widget.load_button.click()
-    wait_for_job(widget)
+    viewer, widget = _loaded_expression(make_napari_viewer, tiny_run, tiny_store)
     gene = next(g for g in widget.head.genes if g.lower() != g)
     widget.gene_edit.setText(gene.lower())
     widget.uncertainty_check.setChecked(True)
