@@ -10,8 +10,9 @@ work) and scores every combination on the SEAL runs of a
 ``bench_gene_query_her2st.py`` workdir: the mean AUROC over the 50 most variable
 panel genes per fold, plus ERBB2 and GRB7 (that benchmark's protocol and labels). The
 augmented embeddings are cached in the workdir's ``features/`` (about 10 s per fold
-on 2 cores the first time, for her2st's ~180 spots per section). Everything here is chosen on all five folds at once,
-so the stack's gain carries selection optimism: read it as an upper bound.
+on 2 cores the first time, for her2st's ~180 spots per section). Everything here is
+chosen on all five folds at once, so the stack's gain carries selection optimism: read
+it as an upper bound.
 ``--reliability`` also prints the reliability map's AUROC (``spread``,
 ``expected-error``; ``bench_gene_query_her2st.py``'s protocol) with and without the
 augmentation.
